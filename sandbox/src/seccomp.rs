@@ -1,0 +1,260 @@
+//! The seccomp allow-list, read from the reviewed data file `policy/worker-seccomp.toml` and
+//! compiled with seccompiler. Two filters are stacked before the worker's execve: one answers
+//! `clone3` with ENOSYS (its flags live in memory a filter cannot read, so glibc must fall back
+//! to `clone`, whose flags are checked), the other allows the listed calls and kills the process
+//! on anything else. The worker then adds the runtime-only list itself before it reads any
+//! untrusted input; stacked filters take the strictest answer, so start-up calls such as
+//! `execve` end there.
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+use serde::Deserialize;
+
+use crate::syscalls;
+
+/// The reviewed policy text, compiled into the binary.
+pub const WORKER_POLICY: &str = include_str!("../policy/worker-seccomp.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("the seccomp policy is not valid TOML")]
+    Parse(#[from] toml::de::Error),
+    #[error("syscall {0} in the seccomp policy is unknown on this architecture")]
+    UnknownSyscall(String),
+    #[error("syscall {0} in the seccomp policy has no reason")]
+    NoReason(String),
+    #[error("syscall {name}: argument condition is invalid")]
+    Condition {
+        name: String,
+        #[source]
+        source: seccompiler::BackendError,
+    },
+    #[error("syscall {name} is listed twice for the same stage")]
+    Duplicate { name: String },
+    #[error("cannot compile the seccomp filter")]
+    Compile(#[source] seccompiler::BackendError),
+    #[error("seccomp filters are only defined for x86_64")]
+    UnsupportedArch,
+}
+
+/// When a syscall may be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Startup,
+    Runtime,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArgCondition {
+    pub arg: u8,
+    pub width: u8,
+    pub eq: u64,
+    pub mask: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub name: String,
+    pub stage: Stage,
+    pub reason: String,
+    #[serde(default)]
+    pub allow_if: Vec<ArgCondition>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub syscall: Vec<Entry>,
+}
+
+impl Policy {
+    /// Parses and checks a policy: known names, a reason for each, no duplicates per stage.
+    pub fn parse(text: &str) -> Result<Policy, SeccompError> {
+        let policy: Policy = toml::from_str(text)?;
+        let mut seen = std::collections::BTreeSet::new();
+        for e in &policy.syscall {
+            if syscalls::number(&e.name).is_none() {
+                return Err(SeccompError::UnknownSyscall(e.name.clone()));
+            }
+            if e.reason.trim().is_empty() {
+                return Err(SeccompError::NoReason(e.name.clone()));
+            }
+            if !seen.insert((e.name.clone(), e.stage == Stage::Startup)) {
+                return Err(SeccompError::Duplicate {
+                    name: e.name.clone(),
+                });
+            }
+        }
+        Ok(policy)
+    }
+
+    /// The worker's policy.
+    pub fn worker() -> Result<Policy, SeccompError> {
+        Policy::parse(WORKER_POLICY)
+    }
+
+    /// Whether `name` is allowed (possibly with conditions) in the given stage.
+    pub fn allows(&self, name: &str, stage: Stage) -> bool {
+        self.entries(stage).any(|e| e.name == name)
+    }
+
+    fn entries(&self, stage: Stage) -> impl Iterator<Item = &Entry> {
+        self.syscall
+            .iter()
+            .filter(move |e| stage == Stage::Startup || e.stage == Stage::Runtime)
+    }
+
+    /// The allow-list filter for `stage`: start-up includes the runtime calls too.
+    pub fn allow_list(&self, stage: Stage) -> Result<BpfProgram, SeccompError> {
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+        // Calls allowed without conditions: seccompiler matches an empty rule list always.
+        let mut unconditional = std::collections::BTreeSet::new();
+        for e in self.entries(stage) {
+            let nr = syscalls::number(&e.name)
+                .ok_or_else(|| SeccompError::UnknownSyscall(e.name.clone()))?;
+            let slot = rules.entry(nr).or_default();
+            if e.allow_if.is_empty() {
+                unconditional.insert(nr);
+                continue;
+            }
+            for c in &e.allow_if {
+                let err = |source| SeccompError::Condition {
+                    name: e.name.clone(),
+                    source,
+                };
+                let len = if c.width == 32 {
+                    SeccompCmpArgLen::Dword
+                } else {
+                    SeccompCmpArgLen::Qword
+                };
+                let op = match c.mask {
+                    Some(m) => SeccompCmpOp::MaskedEq(m),
+                    None => SeccompCmpOp::Eq,
+                };
+                let cond = SeccompCondition::new(c.arg, len, op, c.eq).map_err(err)?;
+                slot.push(SeccompRule::new(vec![cond]).map_err(err)?);
+            }
+        }
+        for nr in unconditional {
+            rules.insert(nr, Vec::new());
+        }
+        compile(rules, SeccompAction::KillProcess, SeccompAction::Allow)
+    }
+}
+
+/// The companion filter: `clone3` fails with ENOSYS, everything else passes to the allow-list.
+pub fn clone3_enosys() -> Result<BpfProgram, SeccompError> {
+    let nr = syscalls::number("clone3").ok_or(SeccompError::UnsupportedArch)?;
+    let rules = BTreeMap::from([(nr, vec![])]);
+    compile(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+    )
+}
+
+fn compile(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    mismatch: SeccompAction,
+    matched: SeccompAction,
+) -> Result<BpfProgram, SeccompError> {
+    let arch = if cfg!(target_arch = "x86_64") {
+        TargetArch::x86_64
+    } else {
+        return Err(SeccompError::UnsupportedArch);
+    };
+    let filter =
+        SeccompFilter::new(rules, mismatch, matched, arch).map_err(SeccompError::Compile)?;
+    BpfProgram::try_from(filter).map_err(SeccompError::Compile)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worker_policy_parses_and_every_entry_has_a_reason() {
+        let p = Policy::worker().unwrap();
+        assert!(p.syscall.len() > 30);
+        assert!(p.syscall.iter().all(|e| e.reason.len() > 10));
+    }
+
+    #[test]
+    fn dangerous_calls_are_never_allowed() {
+        let p = Policy::worker().unwrap();
+        for name in [
+            "socket",
+            "socketpair",
+            "connect",
+            "bind",
+            "ptrace",
+            "process_vm_readv",
+            "mount",
+            "umount2",
+            "pivot_root",
+            "chroot",
+            "unshare",
+            "setns",
+            "bpf",
+            "io_uring_setup",
+            "userfaultfd",
+            "perf_event_open",
+            "keyctl",
+            "add_key",
+            "init_module",
+            "kexec_load",
+            "reboot",
+            "kill",
+            "capset",
+            "setuid",
+            "open",
+            "creat",
+            "truncate",
+            "ftruncate",
+        ] {
+            assert!(!p.allows(name, Stage::Startup), "{name} is allowed");
+        }
+    }
+
+    #[test]
+    fn execve_ends_with_startup() {
+        let p = Policy::worker().unwrap();
+        assert!(p.allows("execve", Stage::Startup));
+        assert!(!p.allows("execve", Stage::Runtime));
+        assert!(!p.allows("seccomp", Stage::Runtime));
+    }
+
+    #[test]
+    fn both_stages_compile() {
+        let p = Policy::worker().unwrap();
+        assert!(!p.allow_list(Stage::Startup).unwrap().is_empty());
+        assert!(!p.allow_list(Stage::Runtime).unwrap().is_empty());
+        assert!(!clone3_enosys().unwrap().is_empty());
+    }
+
+    #[test]
+    fn unknown_names_and_missing_reasons_are_refused() {
+        let unknown = "[[syscall]]\nname = \"frobnicate\"\nstage = \"runtime\"\nreason = \"x\"\n";
+        assert!(matches!(
+            Policy::parse(unknown),
+            Err(SeccompError::UnknownSyscall(_))
+        ));
+        let no_reason = "[[syscall]]\nname = \"read\"\nstage = \"runtime\"\nreason = \" \"\n";
+        assert!(matches!(
+            Policy::parse(no_reason),
+            Err(SeccompError::NoReason(_))
+        ));
+        let twice = "[[syscall]]\nname = \"read\"\nstage = \"runtime\"\nreason = \"a\"\n[[syscall]]\nname = \"read\"\nstage = \"runtime\"\nreason = \"b\"\n";
+        assert!(matches!(
+            Policy::parse(twice),
+            Err(SeccompError::Duplicate { .. })
+        ));
+    }
+}
