@@ -1,0 +1,14 @@
+//! phiboxd, the appliance's supervisor: a direct child of systemd that owns the data volume, the
+//! audit trail, the web UI and the confined inference worker. Privileged operations (namespaces,
+//! mounts) stay behind the `sandbox` crate's narrow interface so that web-facing code can later
+//! move into an unprivileged process.
+//!
+//! What exists so far: dev mode, which starts the confined worker stand-in, proves its
+//! confinement from outside and reports what it did.
+#![forbid(unsafe_code)]
+
+pub mod confinement_report;
+pub mod dev;
+pub mod logging;
+pub mod programs;
+pub mod worker;

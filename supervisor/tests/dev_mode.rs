@@ -1,0 +1,151 @@
+//! phiboxd in dev mode, run as a real process: it starts the confined worker, proves the
+//! confinement from outside, says what it did, and stops cleanly on SIGTERM. Needs root.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PHIBOXD: &str = env!("CARGO_BIN_EXE_phiboxd");
+
+fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "phiboxd's dev-mode tests need root (the worker sandbox): run them as root"
+    );
+}
+
+fn model(dir: &std::path::Path) -> std::path::PathBuf {
+    let p = dir.join("tiny.gguf");
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend(std::iter::repeat_n(7u8, 4096));
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// Cargo builds the sandbox binaries phiboxd runs into the same directory only when they are
+/// part of the build; make sure they are there.
+fn ensure_helpers() {
+    let dir = std::path::Path::new(PHIBOXD).parent().unwrap();
+    for name in ["phibox-jail", "phibox-sandbox-probe"] {
+        assert!(
+            dir.join(name).is_file(),
+            "{name} is missing beside phiboxd: build the whole workspace (cargo test --workspace)"
+        );
+    }
+}
+
+#[test]
+fn check_mode_reports_a_verified_confinement() {
+    require_root();
+    ensure_helpers();
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    let out = Command::new(PHIBOXD)
+        .args(["--dev", "--check", "--data-dir"])
+        .arg(&data)
+        .arg("--model")
+        .arg(model(t.path()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "data directory is NOT encrypted",
+        "(4100 bytes) at /model/model.gguf",
+        "confinement verified from outside",
+        "Seccomp 2 (filter), NoNewPrivs 1, every capability set empty",
+        "only a loopback that is down",
+        "landlock ABI 6 fully enforced",
+        "check complete",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+}
+
+#[test]
+fn it_runs_until_sigterm_and_then_stops_the_worker() {
+    require_root();
+    ensure_helpers();
+    let t = tempfile::tempdir().unwrap();
+    let mut child = Command::new(PHIBOXD)
+        .args(["--dev", "--data-dir"])
+        .arg(t.path().join("data"))
+        .arg("--model")
+        .arg(model(t.path()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut worker_pid = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("worker pid ").nth(1) {
+            worker_pid = rest.split_whitespace().next().map(str::to_string);
+        }
+        if line.contains("phibox is running") {
+            break;
+        }
+    }
+    let pid = worker_pid.expect("the report names the worker pid");
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "phiboxd did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        rest.iter().any(|l| l.contains("stopped on SIGTERM")),
+        "{rest:?}"
+    );
+    assert!(!std::path::Path::new(&format!("/proc/{pid}/status")).exists());
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    require_root();
+    let t = tempfile::tempdir().unwrap();
+    let out = Command::new(PHIBOXD)
+        .args(["--dev", "--check", "--data-dir"])
+        .arg(t.path().join("data"))
+        .args(["--model", "/nonexistent/model.gguf"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("model file /nonexistent/model.gguf is not readable"),
+        "{err}"
+    );
+
+    let out = Command::new(PHIBOXD)
+        .args(["--model", "/x"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "appliance mode is refused until it exists"
+    );
+}
