@@ -80,6 +80,7 @@ pub struct Plan {
     pub limits: Limits,
     /// Spawn even if the kernel can only partially enforce landlock. Logged loudly.
     pub allow_partial_landlock: bool,
-    /// The pid of the process that must stay alive for the child to live.
+    /// The pid of the process that starts the launcher (filled in by `spawn`); the launcher
+    /// refuses to run under any other parent.
     pub supervisor_pid: i32,
 }

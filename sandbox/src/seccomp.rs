@@ -258,3 +258,33 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    #[test]
+    fn docs_list_every_syscall_of_the_policy() {
+        let doc = include_str!("../../docs/sandbox.md");
+        let p = Policy::worker().unwrap();
+        let stage = |s: Stage| match s {
+            Stage::Startup => "startup",
+            Stage::Runtime => "runtime",
+        };
+        for e in &p.syscall {
+            let row = format!("| `{}` | {} |", e.name, stage(e.stage));
+            assert!(
+                doc.contains(&row),
+                "docs/sandbox.md lacks the row for {} ({})",
+                e.name,
+                stage(e.stage)
+            );
+        }
+        let rows = doc.lines().filter(|l| l.starts_with("| `")).count();
+        assert_eq!(
+            rows,
+            p.syscall.len(),
+            "docs/sandbox.md lists syscalls the policy does not have"
+        );
+    }
+}

@@ -129,7 +129,12 @@ pub fn spawn(
         warnings: Vec::new(),
         ended: None,
     };
-    let body = serde_json::to_vec(plan).map_err(SpawnError::EncodePlan)?;
+    // The launcher checks that its parent is the process that planned it.
+    let plan = Plan {
+        supervisor_pid: std::process::id() as i32,
+        ..plan.clone()
+    };
+    let body = serde_json::to_vec(&plan).map_err(SpawnError::EncodePlan)?;
     let mut plan_file = std::fs::File::from(plan_w);
     let sent = plan_file
         .write_all(&(body.len() as u32).to_le_bytes())

@@ -136,7 +136,8 @@ impl SandboxSpec {
             hostname: "phibox-sandbox".into(),
             limits: self.limits,
             allow_partial_landlock: self.allow_partial_landlock,
-            supervisor_pid: std::process::id() as i32,
+            // Set by `spawn` to the process that starts the launcher.
+            supervisor_pid: 0,
         })
     }
 }

@@ -217,6 +217,24 @@ fn harmless_work_succeeds_and_the_child_looks_confined_from_outside() {
         "{text}"
     );
 
+    // Only stdio and the control socket are open.
+    let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+        .collect();
+    fds.sort_unstable();
+    assert_eq!(fds, vec![0, 1, 2, 3]);
+    let fd3 = std::fs::read_link(format!("/proc/{pid}/fd/3")).unwrap();
+    assert!(fd3.to_string_lossy().starts_with("socket:"), "{fd3:?}");
+    let host = std::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-u", "hostname"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&host.stdout).trim(),
+        "phibox-sandbox"
+    );
+
     let entries = sandbox::inspect::root_entries(pid).unwrap();
     let planned: std::collections::BTreeSet<PathBuf> =
         plan.root.iter().map(|e| e.path().to_path_buf()).collect();

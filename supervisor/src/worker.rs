@@ -36,6 +36,8 @@ pub enum WorkerError {
     NotReady(Duration),
     #[error("the worker ended before it was ready ({0:?})")]
     Died(Termination),
+    #[error("the worker closed its control socket before it was ready")]
+    Closed,
     #[error("the worker reported an error: {0}")]
     Reported(String),
     #[error("talking to the worker")]
@@ -89,14 +91,13 @@ pub fn start(cfg: &WorkerConfig) -> Result<Worker, WorkerError> {
     )?;
     let ready = match wait_ready(&child, cfg.ready_timeout) {
         Ok(r) => r,
-        Err(WorkerError::NotReady(d)) => {
+        Err(e) => {
             child.kill();
-            return match child.wait() {
-                Ok(t) if t != Termination::LauncherKilled(15) => Err(WorkerError::Died(t)),
-                _ => Err(WorkerError::NotReady(d)),
-            };
+            return Err(match (e, child.wait()) {
+                (WorkerError::Closed, Ok(t)) => WorkerError::Died(t),
+                (e, _) => e,
+            });
         }
-        Err(e) => return Err(e),
     };
     Ok(Worker { child, plan, ready })
 }
@@ -120,8 +121,7 @@ fn wait_ready(child: &ConfinedChild, timeout: Duration) -> Result<Ready, WorkerE
         let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty())
             .map_err(|e| WorkerError::Control(e.into()))?;
         if n == 0 {
-            // The worker closed its end: it ended before being ready.
-            return Err(WorkerError::NotReady(timeout));
+            return Err(WorkerError::Closed);
         }
         let msg = String::from_utf8_lossy(&buf[..n]);
         if let Some(rest) = msg.strip_prefix("ready ") {

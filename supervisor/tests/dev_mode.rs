@@ -149,3 +149,39 @@ fn bad_input_gets_a_clear_error() {
         "appliance mode is refused until it exists"
     );
 }
+
+#[test]
+fn the_worker_dies_with_a_killed_supervisor() {
+    require_root();
+    ensure_helpers();
+    let t = tempfile::tempdir().unwrap();
+    let mut child = Command::new(PHIBOXD)
+        .args(["--dev", "--data-dir"])
+        .arg(t.path().join("data"))
+        .arg("--model")
+        .arg(model(t.path()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut worker_pid = None;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("worker pid ").nth(1) {
+            worker_pid = rest.split_whitespace().next().map(str::to_string);
+        }
+        if line.contains("phibox is running") {
+            break;
+        }
+    }
+    let pid = worker_pid.expect("the report names the worker pid");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}/status")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the worker outlived its supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs the whole test suite (as root: the sandbox tests create namespaces and mounts):
+# formatting, clippy with warnings as errors, the dependency policy, and every test.
+source "$(dirname "$0")/common.sh"
+cd "$(dirname "$0")/.."
+require_root
+base_packages
+ensure_rust
+say "cargo fmt --check"
+cargo fmt --all -- --check
+say "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+if ! command -v cargo-deny >/dev/null 2>&1; then
+  say "installing cargo-deny"
+  cargo install --locked cargo-deny@0.20.2 >/dev/null
+fi
+say "cargo deny (licenses, bans, sources)"
+cargo deny --log-level error check licenses bans sources
+say "cargo test"
+cargo test --workspace --locked
