@@ -31,4 +31,4 @@ pub mod syscalls;
 
 pub use plan::{FileKind, Limits, Plan, RootEntry};
 pub use spawn::{spawn, ConfinedChild, SpawnError, Termination};
-pub use spec::{DataFile, SandboxSpec, SpecError};
+pub use spec::{gpu_device_nodes, DataFile, SandboxSpec, SpecError};

@@ -1,5 +1,5 @@
 //! The child's filesystem view: a fresh tmpfs holding read-only bind mounts of only the planned
-//! files, the symlinks and directories leading to them and a private `/proc`, made the root with
+//! files, the symlinks and directories leading to them and a private, read-only `/proc`, made the root with
 //! pivot_root; the old root is detached and the tmpfs itself remounted read-only.
 //!
 //! Bind sources are pinned with O_PATH descriptors before the tmpfs is mounted, so that a source
@@ -155,7 +155,7 @@ pub fn build(plan: &Plan, host: &mut impl Host) -> Result<(), RootfsError> {
         Some(Path::new("proc")),
         Path::new("/proc"),
         Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
         None,
     )
     .map_err(RootfsError::Proc)?;

@@ -57,6 +57,27 @@ pub enum SpecError {
     },
 }
 
+/// The NVIDIA device nodes present under `dev` (normally `/dev`) that CUDA compute needs:
+/// `nvidiactl`, `nvidia-uvm`, `nvidia-uvm-tools` and one `nvidiaN` per GPU. Add them to
+/// [`SandboxSpec::devices`] only for a CUDA worker, whose wider policy allows their ioctls.
+pub fn gpu_device_nodes(dev: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dev) else {
+        return Vec::new();
+    };
+    let mut nodes: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            matches!(n.as_str(), "nvidiactl" | "nvidia-uvm" | "nvidia-uvm-tools")
+                || n.strip_prefix("nvidia")
+                    .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(|n| dev.join(n))
+        .collect();
+    nodes.sort();
+    nodes
+}
+
 impl SandboxSpec {
     /// A spec for `program` with no data, running as `uid:gid`, default limits.
     pub fn new(program: impl Into<PathBuf>, uid: u32, gid: u32) -> Self {
@@ -146,6 +167,29 @@ impl SandboxSpec {
 mod tests {
     use super::*;
     use crate::plan::RootEntry;
+
+    #[test]
+    fn gpu_nodes_are_the_compute_ones_only() {
+        let t = tempfile::tempdir().unwrap();
+        for n in [
+            "nvidia0",
+            "nvidia1",
+            "nvidiactl",
+            "nvidia-uvm",
+            "nvidia-modeset",
+            "nvidia-caps",
+            "null",
+            "nvidiax",
+        ] {
+            std::fs::write(t.path().join(n), b"").unwrap();
+        }
+        let names: Vec<String> = gpu_device_nodes(t.path())
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["nvidia-uvm", "nvidia0", "nvidia1", "nvidiactl"]);
+        assert!(gpu_device_nodes(&t.path().join("absent")).is_empty());
+    }
 
     #[test]
     fn root_is_refused() {

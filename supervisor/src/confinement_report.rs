@@ -1,8 +1,6 @@
 //! Checks a running worker's confinement from outside, the way an auditor would, and renders
 //! the findings. phiboxd refuses to keep a worker whose confinement does not hold.
 
-use std::path::Path;
-
 use nix::unistd::Pid;
 use sandbox::inspect;
 
@@ -67,7 +65,7 @@ pub fn check(pid: Pid, planned_entries: usize) -> Result<Report, ReportError> {
         )));
     }
     let mounts = inspect::mounts(pid).map_err(io)?;
-    if let Some((m, _)) = mounts.iter().find(|(m, ro)| !ro && m != Path::new("/proc")) {
+    if let Some((m, _)) = mounts.iter().find(|(_, ro)| !ro) {
         return Err(ReportError::NotConfined(format!(
             "{} is writable",
             m.display()
@@ -91,7 +89,7 @@ impl Report {
             format!("all {} threads: Seccomp 2 (filter), NoNewPrivs 1, every capability set empty", self.threads),
             format!("runs as uid/gid {}", self.uid.split_whitespace().next().unwrap_or("?")),
             "network namespace of its own holding only a loopback that is down".to_string(),
-            format!("root holds exactly the {} planned entries; all {} mounts read-only except /proc", self.root_entries, self.mounts),
+            format!("root holds exactly the {} planned entries; all {} mounts read-only", self.root_entries, self.mounts),
             "landlock ABI 6 fully enforced (read-only access to the bound files, no TCP, scoped signals and abstract sockets)".to_string(),
         ]
     }

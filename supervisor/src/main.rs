@@ -1,5 +1,6 @@
 //! phiboxd: the supervisor daemon. Parses the command line, sets up logging, and runs the
 //! requested mode. Only this file uses anyhow.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
