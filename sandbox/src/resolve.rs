@@ -48,38 +48,51 @@ fn describe(e: &RootEntry) -> &'static str {
     }
 }
 
+/// Two requests for the same path: identical ones merge, and a file wanted both as a library
+/// and as an executable (the ELF interpreter is also libc's DT_NEEDED) keeps the execute right.
+fn merge(old: &RootEntry, new: &RootEntry) -> Option<RootEntry> {
+    if old == new {
+        return Some(old.clone());
+    }
+    match (old, new) {
+        (
+            RootEntry::File {
+                source,
+                path,
+                kind: a,
+            },
+            RootEntry::File {
+                source: other,
+                kind: b,
+                ..
+            },
+        ) if source == other => {
+            let kinds = [*a, *b];
+            (kinds.contains(&FileKind::Executable) && kinds.contains(&FileKind::Library)).then(
+                || RootEntry::File {
+                    source: source.clone(),
+                    path: path.clone(),
+                    kind: FileKind::Executable,
+                },
+            )
+        }
+        _ => None,
+    }
+}
+
 impl RootBuilder {
     fn insert(&mut self, entry: RootEntry) -> Result<(), ResolveError> {
         let key = entry.path().to_path_buf();
-        match self.entries.get(&key) {
-            None => {
-                self.entries.insert(key, entry);
-                Ok(())
-            }
-            Some(old) if *old == entry => Ok(()),
-            // A file needed as both library and executable keeps the stronger right.
-            Some(RootEntry::File {
-                source,
-                kind: FileKind::Library,
-                ..
-            }) if matches!(&entry, RootEntry::File { source: s, kind: FileKind::Executable, .. } if s == source) =>
-            {
-                self.entries.insert(key, entry);
-                Ok(())
-            }
-            Some(RootEntry::File {
-                source,
-                kind: FileKind::Executable,
-                ..
-            }) if matches!(&entry, RootEntry::File { source: s, kind: FileKind::Library, .. } if s == source) => {
-                Ok(())
-            }
-            Some(old) => Err(ResolveError::Conflict {
-                path: key,
+        let merged = match self.entries.get(&key) {
+            None => entry,
+            Some(old) => merge(old, &entry).ok_or_else(|| ResolveError::Conflict {
+                path: key.clone(),
                 first: describe(old),
                 second: describe(&entry),
-            }),
-        }
+            })?,
+        };
+        self.entries.insert(key, merged);
+        Ok(())
     }
 
     fn add_parents(&mut self, path: &Path) -> Result<(), ResolveError> {
@@ -272,6 +285,29 @@ mod tests {
             .unwrap();
         let err = b.add_dir(&t.path().join("f")).unwrap_err();
         assert!(matches!(err, ResolveError::Conflict { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_file_needed_as_library_and_executable_keeps_execute() {
+        let t = tempfile::NamedTempFile::new().unwrap();
+        for order in [
+            [FileKind::Library, FileKind::Executable],
+            [FileKind::Executable, FileKind::Library],
+        ] {
+            let mut b = RootBuilder::default();
+            for kind in order {
+                b.add_host_file(t.path(), kind).unwrap();
+            }
+            let kinds: Vec<FileKind> = b
+                .finish()
+                .into_iter()
+                .filter_map(|e| match e {
+                    RootEntry::File { kind, .. } => Some(kind),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(kinds, [FileKind::Executable]);
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use nix::sys::signal::Signal;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::unistd::Pid;
 
-use crate::jail::{self, CONTROL_IN_FD, PLAN_FD, SETUP_FAILED, STATUS_FD};
+use crate::jail::{CONTROL_IN_FD, PLAN_FD, STATUS_FD};
 use crate::plan::Plan;
 
 /// How long the launcher may take to report.
@@ -206,7 +206,7 @@ fn read_status(status_r: OwnedFd) -> Result<String, SpawnError> {
 fn decode(status: std::process::ExitStatus) -> Termination {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
-        (Some(c), _) if c > 128 && c != SETUP_FAILED => Termination::Signaled(c - 128),
+        (Some(c), _) if c > 128 => Termination::Signaled(c - 128),
         (Some(c), _) => Termination::Exited(c),
         (None, Some(s)) => Termination::LauncherKilled(s),
         (None, None) => Termination::LauncherKilled(0),
@@ -245,6 +245,14 @@ impl ConfinedChild {
         Ok(t)
     }
 
+    /// The program's end, if it has ended; never blocks.
+    pub fn try_wait(&mut self) -> std::io::Result<Option<Termination>> {
+        if self.ended.is_none() {
+            self.ended = self.launcher.try_wait()?.map(decode);
+        }
+        Ok(self.ended)
+    }
+
     /// Kills the program at once (through its launcher) and reaps it.
     pub fn kill(&mut self) {
         if self.ended.is_some() {
@@ -254,9 +262,6 @@ impl ConfinedChild {
         self.lifeline = None;
         let _ = self.wait();
     }
-
-    /// The launcher's exit code when the program could not be confined.
-    pub const SETUP_FAILED: i32 = jail::SETUP_FAILED;
 }
 
 impl Drop for ConfinedChild {

@@ -4,7 +4,7 @@
 //! will have to, under the same policy.
 
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -143,8 +143,10 @@ impl Worker {
     pub fn stop(mut self, grace: Duration) -> Termination {
         let _ = send(self.child.control().as_raw_fd(), b"quit", MsgFlags::empty());
         let deadline = Instant::now() + grace;
-        let pid = self.child.pid();
-        while Instant::now() < deadline && Path::new(&format!("/proc/{pid}/status")).exists() {
+        while Instant::now() < deadline {
+            if let Ok(Some(end)) = self.child.try_wait() {
+                return end;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
         self.child.kill();
