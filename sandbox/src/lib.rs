@@ -21,6 +21,7 @@ pub mod landlock_rules;
 pub mod launcher;
 pub mod namespaces;
 pub mod plan;
+pub mod protocol;
 pub mod resolve;
 pub mod rlimits;
 pub mod rootfs;
