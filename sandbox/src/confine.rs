@@ -1,7 +1,9 @@
-//! Called by the confined program itself (the worker, the test probe) as its first act: checks
-//! that it really runs under the launcher's confinement (it refuses to run otherwise) and adds
-//! the runtime-only seccomp filter, which ends `execve`, `prctl` changes and filter installs,
-//! before any untrusted byte (model file, prompt) is read.
+//! Called by the confined program itself (the worker, the test probe). [`enter`], its first
+//! act, checks that it really runs under the launcher's confinement (it refuses to run
+//! otherwise) and adds the load-stage seccomp filter, which ends `execve` and the start-up
+//! calls, before any untrusted byte (model file, prompt) is read. [`serve`], once the model is
+//! loaded, adds the serve-stage filter, which ends opening and reading files and any further
+//! filter changes.
 
 use std::os::fd::{FromRawFd, OwnedFd};
 
@@ -16,7 +18,7 @@ pub enum ConfineError {
     NotConfined(&'static str),
     #[error(transparent)]
     Policy(#[from] SeccompError),
-    #[error("installing the runtime seccomp filter")]
+    #[error("installing a seccomp filter")]
     Install(#[source] seccompiler::Error),
     #[error("the control socket (fd 3) is missing")]
     NoControlSocket,
@@ -44,9 +46,7 @@ pub fn enter() -> Result<OwnedFd, ConfineError> {
             _ => return Err(ConfineError::NotConfined("capabilities are held")),
         }
     }
-    let policy = Policy::worker()?;
-    let runtime = policy.allow_list(Stage::Runtime)?;
-    seccompiler::apply_filter_all_threads(&runtime).map_err(ConfineError::Install)?;
+    install(Stage::Load)?;
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat writes a stat struct into the provided, properly sized buffer.
     let r = unsafe { libc::fstat(CONTROL_FD, st.as_mut_ptr()) };
@@ -56,4 +56,14 @@ pub fn enter() -> Result<OwnedFd, ConfineError> {
     }
     // SAFETY: fd 3 was placed by the launcher for this process and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(CONTROL_FD) })
+}
+
+fn install(stage: Stage) -> Result<(), ConfineError> {
+    let filter = Policy::worker()?.allow_list(stage)?;
+    seccompiler::apply_filter_all_threads(&filter).map_err(ConfineError::Install)
+}
+
+/// Adds the serve-stage filter on every thread: from now on no file can be opened or read.
+pub fn serve() -> Result<(), ConfineError> {
+    install(Stage::Serve)
 }

@@ -2,9 +2,10 @@
 //! compiled with seccompiler. Two filters are stacked before the worker's execve: one answers
 //! `clone3` with ENOSYS (its flags live in memory a filter cannot read, so glibc must fall back
 //! to `clone`, whose flags are checked), the other allows the listed calls and kills the process
-//! on anything else. The worker then adds the runtime-only list itself before it reads any
-//! untrusted input; stacked filters take the strictest answer, so start-up calls such as
-//! `execve` end there.
+//! on anything else. The worker then adds the load-stage list itself before it reads any
+//! untrusted input, and the serve-stage list once the model is loaded; stacked filters take the
+//! strictest answer, so start-up calls such as `execve` end at the first, file opens at the
+//! second.
 
 use std::collections::BTreeMap;
 
@@ -41,12 +42,18 @@ pub enum SeccompError {
     UnsupportedArch,
 }
 
-/// When a syscall may be made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The last phase of the worker's life in which a syscall is needed. Each filter allows the
+/// calls of its own stage and of every later one, and the filters stack, so each stage ends
+/// what the earlier ones needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
+    /// From the launcher's execve until the worker calls `confine::enter`.
     Startup,
-    Runtime,
+    /// Until the model is loaded and warmed up (`confine::serve`).
+    Load,
+    /// For the worker's whole life.
+    Serve,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,7 +93,7 @@ impl Policy {
             if e.reason.trim().is_empty() {
                 return Err(SeccompError::NoReason(e.name.clone()));
             }
-            if !seen.insert((e.name.clone(), e.stage == Stage::Startup)) {
+            if !seen.insert((e.name.clone(), e.stage)) {
                 return Err(SeccompError::Duplicate {
                     name: e.name.clone(),
                 });
@@ -106,12 +113,10 @@ impl Policy {
     }
 
     fn entries(&self, stage: Stage) -> impl Iterator<Item = &Entry> {
-        self.syscall
-            .iter()
-            .filter(move |e| stage == Stage::Startup || e.stage == Stage::Runtime)
+        self.syscall.iter().filter(move |e| e.stage >= stage)
     }
 
-    /// The allow-list filter for `stage`: start-up includes the runtime calls too.
+    /// The allow-list filter for `stage`: the calls of that stage and of every later one.
     pub fn allow_list(&self, stage: Stage) -> Result<BpfProgram, SeccompError> {
         let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
         // Calls allowed without conditions: seccompiler matches an empty rule list always.
@@ -224,34 +229,45 @@ mod tests {
     }
 
     #[test]
-    fn execve_ends_with_startup() {
+    fn each_stage_ends_what_only_earlier_ones_need() {
         let p = Policy::worker().unwrap();
         assert!(p.allows("execve", Stage::Startup));
-        assert!(!p.allows("execve", Stage::Runtime));
-        assert!(!p.allows("seccomp", Stage::Runtime));
+        assert!(!p.allows("execve", Stage::Load));
+        assert!(p.allows("seccomp", Stage::Load));
+        assert!(!p.allows("seccomp", Stage::Serve));
+        assert!(p.allows("openat", Stage::Load));
+        assert!(
+            !p.allows("openat", Stage::Serve),
+            "no file can be opened once serving"
+        );
+        assert!(p.allows("sendmsg", Stage::Serve));
+        let count = |s| p.syscall.iter().filter(|e| e.stage >= s).count();
+        assert!(count(Stage::Startup) > count(Stage::Load));
+        assert!(count(Stage::Load) > count(Stage::Serve));
     }
 
     #[test]
-    fn both_stages_compile() {
+    fn every_stage_compiles() {
         let p = Policy::worker().unwrap();
-        assert!(!p.allow_list(Stage::Startup).unwrap().is_empty());
-        assert!(!p.allow_list(Stage::Runtime).unwrap().is_empty());
+        for stage in [Stage::Startup, Stage::Load, Stage::Serve] {
+            assert!(!p.allow_list(stage).unwrap().is_empty());
+        }
         assert!(!clone3_enosys().unwrap().is_empty());
     }
 
     #[test]
     fn unknown_names_and_missing_reasons_are_refused() {
-        let unknown = "[[syscall]]\nname = \"frobnicate\"\nstage = \"runtime\"\nreason = \"x\"\n";
+        let unknown = "[[syscall]]\nname = \"frobnicate\"\nstage = \"serve\"\nreason = \"x\"\n";
         assert!(matches!(
             Policy::parse(unknown),
             Err(SeccompError::UnknownSyscall(_))
         ));
-        let no_reason = "[[syscall]]\nname = \"read\"\nstage = \"runtime\"\nreason = \" \"\n";
+        let no_reason = "[[syscall]]\nname = \"read\"\nstage = \"serve\"\nreason = \" \"\n";
         assert!(matches!(
             Policy::parse(no_reason),
             Err(SeccompError::NoReason(_))
         ));
-        let twice = "[[syscall]]\nname = \"read\"\nstage = \"runtime\"\nreason = \"a\"\n[[syscall]]\nname = \"read\"\nstage = \"runtime\"\nreason = \"b\"\n";
+        let twice = "[[syscall]]\nname = \"read\"\nstage = \"serve\"\nreason = \"a\"\n[[syscall]]\nname = \"read\"\nstage = \"serve\"\nreason = \"b\"\n";
         assert!(matches!(
             Policy::parse(twice),
             Err(SeccompError::Duplicate { .. })
@@ -269,7 +285,8 @@ mod doc_tests {
         let p = Policy::worker().unwrap();
         let stage = |s: Stage| match s {
             Stage::Startup => "startup",
-            Stage::Runtime => "runtime",
+            Stage::Load => "load",
+            Stage::Serve => "serve",
         };
         for e in &p.syscall {
             let row = format!("| `{}` | {} |", e.name, stage(e.stage));
