@@ -63,6 +63,8 @@ pub struct Sampling {
     pub seed: u32,
     pub max_tokens: u32,
     pub stop: Vec<String>,
+    /// Keep generating past end-of-text tokens (fixed-length benchmarks and tests).
+    pub ignore_eos: bool,
 }
 
 impl Default for Sampling {
@@ -74,6 +76,7 @@ impl Default for Sampling {
             seed: 0,
             max_tokens: 256,
             stop: Vec::new(),
+            ignore_eos: false,
         }
     }
 }
@@ -93,6 +96,8 @@ pub enum ParamError {
     Stop,
     #[error("a prompt needs 1 to {MAX_MESSAGES} messages")]
     Messages,
+    #[error("prompt text must not contain NUL characters")]
+    Text,
 }
 
 impl Sampling {
