@@ -377,6 +377,36 @@ impl Validator {
     }
 }
 
+/// The checks the fuzz targets run (`fuzz/`), shared with the test that replays their corpus.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{Event, Request, Validator};
+
+    /// Arbitrary bytes as a worker frame: never panics; what decodes re-encodes identically.
+    pub fn event(data: &[u8]) {
+        if let Ok(event) = Event::decode(data) {
+            let again = event.encode().expect("a decoded event re-encodes");
+            let round = Event::decode(&again).expect("round trip");
+            assert_eq!(round.encode().expect("re-encode"), again);
+        }
+        // The same bytes split at every 0xFF, as a sequence of frames through a validator.
+        let mut v = Validator::default();
+        v.opened(1);
+        for frame in data.split(|b| *b == 0xFF) {
+            let _ = v.check(frame);
+        }
+    }
+
+    /// Arbitrary bytes as a supervisor frame.
+    pub fn request(data: &[u8]) {
+        if let Ok(request) = Request::decode(data) {
+            let again = request.encode().expect("a decoded request re-encodes");
+            let round = Request::decode(&again).expect("round trip");
+            assert_eq!(round.encode().expect("re-encode"), again);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

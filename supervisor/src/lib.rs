@@ -7,8 +7,10 @@
 //! confinement from outside and reports what it did.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod confinement_report;
 pub mod dev;
+pub mod inference;
 pub mod logging;
 pub mod programs;
 pub mod worker;

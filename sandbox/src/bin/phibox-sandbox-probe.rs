@@ -13,6 +13,49 @@ fn reply(control: &OwnedFd, msg: &str) {
     let _ = send(control.as_raw_fd(), msg.as_bytes(), MsgFlags::empty());
 }
 
+/// Speaks the worker protocol correctly up to the first request, then breaks it (a token for a
+/// request that does not exist), so the supervisor's fault handling can be tested.
+fn misbehave(control: &OwnedFd) -> i32 {
+    use sandbox::protocol::{Event, ModelFacts, Phi, Request, VERSION};
+    let send_event = |e: Event| {
+        let _ = send(
+            control.as_raw_fd(),
+            &e.encode().unwrap_or_default(),
+            MsgFlags::empty(),
+        );
+    };
+    send_event(Event::Hello {
+        version: VERSION,
+        worker: "phibox-sandbox-probe (misbehaving)".into(),
+    });
+    send_event(Event::Ready {
+        facts: ModelFacts {
+            architecture: "none".into(),
+            parameters: 0,
+            quantization: "none".into(),
+            context_length: 1,
+            vocab_size: 1,
+            has_chat_template: false,
+        },
+        slots: 1,
+    });
+    let mut buf = vec![0u8; sandbox::protocol::MAX_FRAME];
+    loop {
+        let n = match recv(control.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            Ok(0) | Err(_) => return 0,
+            Ok(n) => n,
+        };
+        match Request::decode(&buf[..n]) {
+            Ok(Request::Generate { id, .. }) => send_event(Event::Token {
+                id: id + 1000,
+                text: Phi("unasked".into()),
+            }),
+            Ok(Request::Shutdown) => return 0,
+            _ => {}
+        }
+    }
+}
+
 /// Reads the model, allocates, runs threads, answers on the control socket, waits for `quit`.
 fn serve(control: &OwnedFd, model: &str) -> i32 {
     let mut f = match std::fs::File::open(model) {
@@ -103,6 +146,11 @@ fn main() {
         }
     };
     let args: Vec<String> = std::env::args().collect();
+    // Started as a worker stand-in, the probe gets the worker's flags too: `misbehave` may
+    // come after them.
+    if args.iter().any(|a| a == "misbehave") {
+        std::process::exit(misbehave(&control));
+    }
     let code = match args.get(1).map(String::as_str) {
         Some("serve") => serve(
             &control,
@@ -117,7 +165,7 @@ fn main() {
             0
         }
         _ => {
-            eprintln!("usage: phibox-sandbox-probe serve [MODEL] | escape NAME [ARG]");
+            eprintln!("usage: phibox-sandbox-probe serve [MODEL] | misbehave | escape NAME [ARG]");
             5
         }
     };

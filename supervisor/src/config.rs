@@ -1,0 +1,261 @@
+//! phiboxd's TOML configuration: read once at start-up, every key checked; an invalid file stops
+//! phiboxd with a message naming the key and the reason. Secrets never live here (they are
+//! files of their own).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("configuration {path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("configuration {path}: {key}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub worker: WorkerSection,
+}
+
+/// `[worker]`: the confined inference worker.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSection {
+    /// The GGUF model served (on the appliance: inside the model store).
+    pub model: Option<PathBuf>,
+    /// Requests decoded together (continuous batching).
+    pub slots: u32,
+    /// KV cells per request (prompt + reply); 0 = 2048 capped by the model.
+    pub context: u32,
+    /// CPU threads; 0 = all.
+    pub threads: u32,
+    /// Upper bound on a request's reply length, in tokens.
+    pub max_tokens: u32,
+    /// Requests waiting for a slot inside the worker.
+    pub queue: u32,
+    /// The unprivileged account the worker runs as.
+    pub uid: u32,
+    pub gid: u32,
+    /// How long loading the model may take.
+    pub ready_timeout_secs: u64,
+    /// Restart back-off after a crash: first delay, doubling up to the maximum.
+    pub restart_initial_ms: u64,
+    pub restart_max_secs: u64,
+    /// On shutdown, how long in-flight generations may take to finish.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for WorkerSection {
+    fn default() -> Self {
+        WorkerSection {
+            model: None,
+            slots: 8,
+            context: 2048,
+            threads: 0,
+            max_tokens: 2048,
+            queue: 64,
+            uid: 65534,
+            gid: 65534,
+            ready_timeout_secs: 120,
+            restart_initial_ms: 500,
+            restart_max_secs: 30,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+impl WorkerSection {
+    pub fn ready_timeout(&self) -> Duration {
+        Duration::from_secs(self.ready_timeout_secs)
+    }
+    pub fn restart_initial(&self) -> Duration {
+        Duration::from_millis(self.restart_initial_ms)
+    }
+    pub fn restart_max(&self) -> Duration {
+        Duration::from_secs(self.restart_max_secs)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+fn check(ok: bool, key: &'static str, reason: String) -> Result<(), (&'static str, String)> {
+    if ok {
+        Ok(())
+    } else {
+        Err((key, reason))
+    }
+}
+
+impl Config {
+    /// Parses and validates `text` (from `path`, used in messages).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        cfg.validate()
+            .map_err(|(key, reason)| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key,
+                reason,
+            })?;
+        Ok(cfg)
+    }
+
+    /// Reads `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let w = &self.worker;
+        check(
+            (1..=64).contains(&w.slots),
+            "worker.slots",
+            format!("must be 1 to 64, not {}", w.slots),
+        )?;
+        check(
+            w.context == 0 || (64..=131_072).contains(&w.context),
+            "worker.context",
+            format!("must be 0 (automatic) or 64 to 131072, not {}", w.context),
+        )?;
+        check(
+            w.threads <= 1024,
+            "worker.threads",
+            format!("must be at most 1024, not {}", w.threads),
+        )?;
+        check(
+            (1..=32_768).contains(&w.max_tokens),
+            "worker.max_tokens",
+            format!("must be 1 to 32768, not {}", w.max_tokens),
+        )?;
+        check(
+            (1..=4096).contains(&w.queue),
+            "worker.queue",
+            format!("must be 1 to 4096, not {}", w.queue),
+        )?;
+        check(
+            w.uid != 0,
+            "worker.uid",
+            "the worker must not run as root (0)".into(),
+        )?;
+        check(
+            w.gid != 0,
+            "worker.gid",
+            "the worker must not run with group root (0)".into(),
+        )?;
+        check(
+            (1..=3600).contains(&w.ready_timeout_secs),
+            "worker.ready_timeout_secs",
+            format!("must be 1 to 3600, not {}", w.ready_timeout_secs),
+        )?;
+        check(
+            (10..=60_000).contains(&w.restart_initial_ms),
+            "worker.restart_initial_ms",
+            format!("must be 10 to 60000, not {}", w.restart_initial_ms),
+        )?;
+        check(
+            (1..=3600).contains(&w.restart_max_secs)
+                && w.restart_max_secs * 1000 >= w.restart_initial_ms,
+            "worker.restart_max_secs",
+            format!(
+                "must be 1 to 3600 and at least restart_initial_ms, not {}",
+                w.restart_max_secs
+            ),
+        )?;
+        check(
+            w.shutdown_grace_secs <= 600,
+            "worker.shutdown_grace_secs",
+            format!("must be at most 600, not {}", w.shutdown_grace_secs),
+        )?;
+        if let Some(m) = &w.model {
+            check(
+                m.is_absolute(),
+                "worker.model",
+                format!("must be an absolute path, not {}", m.display()),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/phibox/phiboxd.toml"))
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn values_are_read() {
+        let c = parse("[worker]\nslots = 16\nmodel = \"/m/x.gguf\"\n").unwrap();
+        assert_eq!(c.worker.slots, 16);
+        assert_eq!(c.worker.model.as_deref(), Some(Path::new("/m/x.gguf")));
+    }
+
+    #[test]
+    fn invalid_values_name_the_key_and_the_reason() {
+        let cases = [
+            (
+                "[worker]\nslots = 0",
+                "worker.slots: must be 1 to 64, not 0",
+            ),
+            (
+                "[worker]\nuid = 0",
+                "worker.uid: the worker must not run as root",
+            ),
+            (
+                "[worker]\nmodel = \"rel.gguf\"",
+                "worker.model: must be an absolute path",
+            ),
+            (
+                "[worker]\ncontext = 10",
+                "worker.context: must be 0 (automatic) or 64",
+            ),
+        ];
+        for (text, expected) in cases {
+            let msg = parse(text).unwrap_err().to_string();
+            assert!(msg.contains(expected), "{text:?}: {msg}");
+            assert!(
+                msg.starts_with("configuration /etc/phibox/phiboxd.toml: "),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_refused() {
+        let msg = parse("[worker]\nslotz = 4").unwrap_err().to_string();
+        assert!(msg.contains("slotz"), "{msg}");
+        let msg = parse("[worker]\nslots = \"four\"").unwrap_err().to_string();
+        assert!(msg.contains("slots"), "{msg}");
+        let msg = parse("[web]\nport = 1").unwrap_err().to_string();
+        assert!(msg.contains("web"), "{msg}");
+    }
+}

@@ -1,0 +1,207 @@
+//! The inference manager with the real worker in its sandbox: concurrent callers, crashes and
+//! restarts, protocol faults, hostile models, graceful shutdown. Needs root.
+
+mod support;
+
+use std::time::Duration;
+
+use sandbox::protocol::Finish;
+use supervisor::inference::{spawn_manager, InferenceError, Status, StreamItem};
+use support::*;
+
+async fn ready(h: &supervisor::inference::InferenceHandle) -> i32 {
+    ready_other_than(h, 0).await
+}
+
+/// Waits for a ready worker whose pid is not `old`.
+async fn ready_other_than(h: &supervisor::inference::InferenceHandle, old: i32) -> i32 {
+    let s = tokio::time::timeout(
+        Duration::from_secs(120),
+        h.wait_for(|s| match s {
+            Status::Ready { pid, .. } => *pid != old,
+            Status::Failed(_) => true,
+            _ => false,
+        }),
+    )
+    .await
+    .expect("the worker starts");
+    match s {
+        Status::Ready { pid, .. } => pid,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_callers_each_get_their_own_stream() {
+    require_root();
+    let t = tempfile::tempdir().unwrap();
+    let h = spawn_manager(launch("phibox-worker", &tiny_model(t.path()), settings()));
+    ready(&h).await;
+    let prompts: Vec<String> = (0..10).map(|i| format!("ward round {i}")).collect();
+    let mut sequential = Vec::new();
+    for p in &prompts {
+        sequential.push(complete(&h, p, fixed(24)).await);
+    }
+    let tasks: Vec<_> = prompts
+        .iter()
+        .map(|p| {
+            let h = h.clone();
+            let p = p.clone();
+            tokio::spawn(async move { complete(&h, &p, fixed(24)).await })
+        })
+        .collect();
+    for (task, seq) in tasks.into_iter().zip(&sequential) {
+        let got = task.await.unwrap();
+        assert_eq!(
+            got.0, seq.0,
+            "a batched stream differs from the same prompt alone"
+        );
+        assert!(matches!(
+            got.1,
+            StreamItem::Done {
+                finish: Finish::Length,
+                ..
+            }
+        ));
+    }
+    h.shutdown().await;
+    assert_eq!(h.status(), Status::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_worker_fails_open_requests_clearly_and_is_restarted() {
+    require_root();
+    let t = tempfile::tempdir().unwrap();
+    let h = spawn_manager(launch("phibox-worker", &tiny_model(t.path()), settings()));
+    let pid = ready(&h).await;
+    let mut streams = Vec::new();
+    for i in 0..3 {
+        streams.push(
+            h.generate(user(&format!("long {i}")), fixed(200))
+                .await
+                .unwrap(),
+        );
+    }
+    // Wait until generation is under way, then kill the worker.
+    let first = tokio::time::timeout(Duration::from_secs(30), streams[0].next())
+        .await
+        .unwrap();
+    assert!(matches!(first, Some(StreamItem::Token(_))), "{first:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    for s in &mut streams {
+        let last = loop {
+            match tokio::time::timeout(Duration::from_secs(30), s.next())
+                .await
+                .expect("no hang")
+            {
+                Some(StreamItem::Token(_)) => continue,
+                other => break other,
+            }
+        };
+        assert_eq!(last, Some(StreamItem::Failed(InferenceError::Restarted)));
+        assert_eq!(
+            InferenceError::Restarted.to_string(),
+            "inference restarted, please retry"
+        );
+    }
+    ready_other_than(&h, pid).await;
+    let (text, last) = complete(&h, "after the restart", fixed(8)).await;
+    assert!(matches!(last, StreamItem::Done { .. }), "{last:?}");
+    assert!(!text.is_empty());
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_protocol_violation_is_a_worker_fault() {
+    require_root();
+    let t = tempfile::tempdir().unwrap();
+    let l = launch("phibox-sandbox-probe", &tiny_model(t.path()), settings());
+    let h = spawn_manager(probe_launch(l));
+    let pid = ready(&h).await;
+    let mut stream = h.generate(user("x"), fixed(4)).await.unwrap();
+    let last = tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .unwrap();
+    assert_eq!(last, Some(StreamItem::Failed(InferenceError::Restarted)));
+    // The misbehaving worker was killed and a new one started.
+    ready_other_than(&h, pid).await;
+    assert!(!std::path::Path::new(&format!("/proc/{pid}/status")).exists());
+    h.shutdown().await;
+}
+
+/// The probe as a worker that breaks the protocol at the first request.
+fn probe_launch(mut l: supervisor::inference::WorkerLaunch) -> supervisor::inference::WorkerLaunch {
+    l.program = binary("phibox-sandbox-probe");
+    l.extra_args = vec!["misbehave".into()];
+    l.settings.ready_timeout_secs = 30;
+    l
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hostile_model_is_reported_without_crashing_phiboxd() {
+    require_root();
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("bad.gguf");
+    models::testmodel::write_hostile(models::testmodel::Hostile::AbsurdTensor, &path).unwrap();
+    let h = spawn_manager(launch("phibox-worker", &path, settings()));
+    let status = tokio::time::timeout(
+        Duration::from_secs(60),
+        h.wait_for(|s| matches!(s, Status::Failed(_))),
+    )
+    .await
+    .unwrap();
+    let Status::Failed(reason) = status else {
+        unreachable!()
+    };
+    assert!(reason.contains("could not load the model"), "{reason}");
+    match h.generate(user("x"), fixed(4)).await {
+        Err(InferenceError::Unavailable(r)) => assert!(r.contains("could not load")),
+        other => panic!("{other:?}"),
+    }
+    assert!(h.ping().await, "the manager keeps running");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_lets_in_flight_generations_finish_and_refuses_new_ones() {
+    require_root();
+    let t = tempfile::tempdir().unwrap();
+    let h = spawn_manager(launch("phibox-worker", &tiny_model(t.path()), settings()));
+    let pid = ready(&h).await;
+    let mut stream = h.generate(user("finish me"), fixed(64)).await.unwrap();
+    let first = stream.next().await;
+    assert!(matches!(first, Some(StreamItem::Token(_))), "{first:?}");
+    let h2 = h.clone();
+    let stopping = tokio::spawn(async move { h2.shutdown().await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        h.generate(user("too late"), fixed(4)).await.err(),
+        Some(InferenceError::ShuttingDown)
+    );
+    let last = loop {
+        match stream.next().await {
+            Some(StreamItem::Token(_)) => continue,
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(
+            last,
+            Some(StreamItem::Done {
+                finish: Finish::Length,
+                ..
+            })
+        ),
+        "{last:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(20), stopping)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.status(), Status::Stopped);
+    assert!(!std::path::Path::new(&format!("/proc/{pid}/status")).exists());
+}
