@@ -219,6 +219,11 @@ impl ConfinedChild {
         self.pid
     }
 
+    /// The launcher's pid (phiboxd's direct child).
+    pub fn launcher_pid(&self) -> Pid {
+        Pid::from_raw(self.launcher.id() as i32)
+    }
+
     /// The supervisor's end of the control socket.
     pub fn control(&self) -> &OwnedFd {
         self.control.as_ref().expect("control socket taken")

@@ -6,14 +6,17 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::sys::signal::{SigSet, Signal};
+use sandbox::protocol::{Message, Phi, Role, Sampling};
 
+use crate::config::Config;
 use crate::confinement_report::{self, ReportError};
+use crate::inference::{self, InferenceHandle, Status, StreamItem, WorkerLaunch};
 use crate::programs::{ProgramError, Programs};
-use crate::worker::{self, WorkerConfig, WorkerError};
 
-/// The stand-in worker program until the llama.cpp worker exists.
-pub const WORKER_PROGRAM: &str = "phibox-sandbox-probe";
+/// The inference worker's program name.
+pub const WORKER_PROGRAM: &str = "phibox-worker";
+/// A fixed, PHI-free question whose answer shows the model works.
+pub const SELF_TEST_PROMPT: &str = "In one short sentence: what is a discharge letter?";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
@@ -25,23 +28,34 @@ pub enum DevError {
         #[source]
         source: std::io::Error,
     },
+    #[error("no model: pass --model or set worker.model in the configuration")]
+    NoModel,
+    #[error("model file {path} is not readable")]
+    Model {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Programs(#[from] ProgramError),
-    #[error(transparent)]
-    Worker(#[from] WorkerError),
+    #[error("the inference worker did not start: {0}")]
+    Worker(String),
     #[error(transparent)]
     Confinement(#[from] ReportError),
+    #[error("the self-test generation failed: {0}")]
+    SelfTest(String),
     #[error("waiting for a stop signal")]
-    Signals(#[source] nix::Error),
+    Signals(#[source] std::io::Error),
 }
 
 /// Dev-mode settings.
 #[derive(Debug, Clone)]
 pub struct DevOptions {
     pub data_dir: PathBuf,
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
+    pub config: Config,
     pub allow_partial_landlock: bool,
-    /// Stop right after the report instead of waiting for a signal.
+    /// Stop right after the report and self-test instead of waiting for a signal.
     pub check_only: bool,
 }
 
@@ -54,18 +68,40 @@ fn prepare_data_dir(path: &Path) -> Result<(), DevError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)
 }
 
+/// Runs the fixed self-test prompt; returns the reply.
+async fn self_test(h: &InferenceHandle) -> Result<String, DevError> {
+    let messages = vec![Message {
+        role: Role::User,
+        content: Phi(SELF_TEST_PROMPT.into()),
+    }];
+    let sampling = Sampling {
+        max_tokens: 48,
+        ..Sampling::default()
+    };
+    let mut stream = h
+        .generate(messages, sampling)
+        .await
+        .map_err(|e| DevError::SelfTest(e.to_string()))?;
+    let mut reply = String::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            StreamItem::Token(t) => reply.push_str(&t.0),
+            StreamItem::Done { .. } => return Ok(reply),
+            StreamItem::Failed(e) => return Err(DevError::SelfTest(e.to_string())),
+        }
+    }
+    Ok(reply)
+}
+
 /// Runs phibox in dev mode; returns when stopped by SIGINT/SIGTERM (or at once with
 /// `check_only`). `say` receives the human-readable summary lines.
-pub fn run(opts: &DevOptions, say: &mut dyn FnMut(&str)) -> Result<(), DevError> {
+pub async fn run(opts: DevOptions, say: &mut (dyn FnMut(&str) + Send)) -> Result<(), DevError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(DevError::NotRoot);
     }
-    // Block the stop signals first, so that one arriving during start-up is not lost.
-    let mut stop = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        stop.add(s);
-    }
-    stop.thread_block().map_err(DevError::Signals)?;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(DevError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DevError::Signals)?;
 
     say("WARNING: dev mode: the data directory is NOT encrypted; never put real patient data here");
     prepare_data_dir(&opts.data_dir)?;
@@ -73,54 +109,115 @@ pub fn run(opts: &DevOptions, say: &mut dyn FnMut(&str)) -> Result<(), DevError>
         "data directory {} (mode 0700)",
         opts.data_dir.display()
     ));
+    let model = opts
+        .model
+        .clone()
+        .or_else(|| opts.config.worker.model.clone())
+        .ok_or(DevError::NoModel)?;
+    std::fs::File::open(&model).map_err(|source| DevError::Model {
+        path: model.clone(),
+        source,
+    })?;
     let programs = Programs::beside_self(WORKER_PROGRAM)?;
     if opts.allow_partial_landlock {
         say("WARNING: --allow-partial-landlock: the worker may run with a weaker landlock than required");
         tracing::warn!("landlock override requested: the worker may run partially confined");
     }
-    let cfg = WorkerConfig {
-        programs,
-        model: opts.model.clone(),
-        uid: worker::DEV_UID,
-        gid: worker::DEV_GID,
+    let settings = opts.config.worker.clone();
+    let wait = settings.ready_timeout() + Duration::from_secs(10);
+    let launch = WorkerLaunch {
+        jail: programs.jail,
+        program: programs.worker,
+        model: model.clone(),
+        extra_args: Vec::new(),
+        settings,
         allow_partial_landlock: opts.allow_partial_landlock,
-        ready_timeout: Duration::from_secs(60),
     };
-    let w = worker::start(&cfg)?;
-    tracing::info!(pid = w.child.pid().as_raw(), "confined worker started");
+    let root_entries = launch
+        .spec()
+        .plan()
+        .map_err(|e| DevError::Worker(sandbox::jail::chain(&e)))?
+        .root
+        .len();
+    let handle = inference::spawn_manager(launch);
+    tokio::spawn(crate::reaper::run());
+    let status = tokio::time::timeout(
+        wait,
+        handle.wait_for(|s| matches!(s, Status::Ready { .. } | Status::Failed(_))),
+    )
+    .await
+    .map_err(|_| DevError::Worker(format!("not ready within {wait:?}")))?;
+    let (facts, slots, pid) = match status {
+        Status::Ready { facts, slots, pid } => (facts, slots, pid),
+        other => {
+            handle.shutdown().await;
+            return Err(DevError::Worker(match other {
+                Status::Failed(r) => r,
+                s => format!("{s:?}"),
+            }));
+        }
+    };
     say(&format!(
-        "started the confined worker stand-in ({WORKER_PROGRAM}); it read the model {} ({} bytes) at {} inside its sandbox",
-        opts.model.display(),
-        w.ready.model_bytes,
-        worker::MODEL_PATH_INSIDE
+        "inference worker ready: {} ({}, {} parameters, {}, trained context {}), {} slots, model {}",
+        facts.architecture,
+        if facts.has_chat_template { "own chat template" } else { "ChatML template" },
+        facts.parameters,
+        facts.quantization,
+        facts.context_length,
+        slots,
+        model.display()
     ));
-    let report = match confinement_report::check(w.child.pid(), w.plan.root.len()) {
+    let report = tokio::task::spawn_blocking(move || {
+        confinement_report::check(nix::unistd::Pid::from_raw(pid), root_entries)
+    })
+    .await
+    .map_err(|e| DevError::Worker(e.to_string()))?;
+    let report = match report {
         Ok(r) => r,
         Err(e) => {
-            w.stop(Duration::from_secs(1));
+            handle.shutdown().await;
             return Err(e.into());
         }
     };
     say("confinement verified from outside:");
     let mut lines = report.lines();
-    if !w.child.warnings().is_empty() {
+    if opts.allow_partial_landlock {
         lines.pop();
-        for warning in w.child.warnings() {
-            lines.push(format!("WARNING: {warning}"));
-        }
+        lines.push(
+            "landlock: --allow-partial-landlock is set; enforcement may be partial (see the log)"
+                .into(),
+        );
     }
     for line in lines {
         say(&format!("  - {line}"));
     }
+    let reply = match self_test(&handle).await {
+        Ok(r) => r,
+        Err(e) => {
+            handle.shutdown().await;
+            return Err(e);
+        }
+    };
+    say(&format!(
+        "self-test: asked {SELF_TEST_PROMPT:?}; the model answered: {:?}",
+        reply.trim()
+    ));
+    crate::notify::ready();
     if opts.check_only {
-        w.stop(Duration::from_secs(5));
+        crate::notify::stopping();
+        handle.shutdown().await;
         say("check complete; stopped");
         return Ok(());
     }
+    tokio::spawn(crate::notify::watchdog(handle.clone()));
     say("phibox is running (no web UI yet); stop with Ctrl-C");
-    let sig = stop.wait().map_err(DevError::Signals)?;
-    tracing::info!(signal = ?sig, "stopping");
-    let end = w.stop(Duration::from_secs(5));
-    say(&format!("stopped on {sig:?}; worker ended: {end:?}"));
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "stopping");
+    crate::notify::stopping();
+    handle.shutdown().await;
+    say(&format!("stopped on {name}; the worker has ended"));
     Ok(())
 }

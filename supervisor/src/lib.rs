@@ -3,8 +3,8 @@
 //! mounts) stay behind the `sandbox` crate's narrow interface so that web-facing code can later
 //! move into an unprivileged process.
 //!
-//! What exists so far: dev mode, which starts the confined worker stand-in, proves its
-//! confinement from outside and reports what it did.
+//! What exists so far: the inference manager and dev mode, which starts the confined worker,
+//! proves its confinement from outside, runs a self-test generation and reports what it did.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -12,5 +12,6 @@ pub mod confinement_report;
 pub mod dev;
 pub mod inference;
 pub mod logging;
+pub mod notify;
 pub mod programs;
-pub mod worker;
+pub mod reaper;

@@ -1,11 +1,13 @@
-//! phiboxd: the supervisor daemon. Parses the command line, sets up logging, and runs the
-//! requested mode. Only this file uses anyhow.
+//! phiboxd: the supervisor daemon. Parses the command line, reads the configuration, sets up
+//! logging and the process's role under systemd, and runs the requested mode. Only this file
+//! uses anyhow.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use supervisor::config::Config;
 use supervisor::dev::{self, DevOptions};
 
 /// phibox's supervisor.
@@ -15,46 +17,71 @@ struct Args {
     /// Run in dev mode: data directory in the working tree, nothing encrypted.
     #[arg(long)]
     dev: bool,
+    /// The configuration file (TOML). Dev mode runs on the defaults without one.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Dev mode's data directory.
     #[arg(long, default_value = "phibox-dev-data")]
     data_dir: PathBuf,
-    /// The GGUF model file the worker serves.
+    /// The GGUF model file the worker serves (overrides worker.model).
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// Start even where the kernel enforces landlock only partially (announced loudly).
     #[arg(long)]
     allow_partial_landlock: bool,
-    /// Start, verify the worker's confinement, report and stop.
+    /// Start, verify the worker's confinement, run the self-test and stop.
     #[arg(long)]
     check: bool,
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if !args.dev {
+        anyhow::bail!(
+            "appliance mode needs the image's encrypted data volume, which this build cannot \
+             unlock yet; run with --dev on a development machine"
+        );
+    }
+    // Orphans below phiboxd (a worker whose launcher died) come back to it, not to PID 1.
+    supervisor::reaper::become_subreaper()?;
+    let opts = DevOptions {
+        data_dir: args.data_dir,
+        model: args.model,
+        config,
+        allow_partial_landlock: args.allow_partial_landlock,
+        check_only: args.check,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    // The start-up summary is for the person at the terminal: stdout, not the log.
+    #[allow(clippy::print_stdout)]
+    let mut say = |line: &str| println!("phiboxd: {line}");
+    runtime.block_on(dev::run(opts, &mut say))?;
+    Ok(())
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     supervisor::logging::init();
-    if !args.dev {
-        eprintln!(
-            "phiboxd: appliance mode needs the image's encrypted data volume, which this build \
-             cannot unlock yet; run with --dev on a development machine"
-        );
-        return ExitCode::from(2);
-    }
-    let opts = DevOptions {
-        data_dir: args.data_dir,
-        model: args.model,
-        allow_partial_landlock: args.allow_partial_landlock,
-        check_only: args.check,
-    };
-    // The start-up summary is for the person at the terminal: stdout, not the log.
-    #[allow(clippy::print_stdout)]
-    let mut say = |line: &str| println!("phiboxd: {line}");
-    match dev::run(&opts, &mut say) {
+    let dev = args.dev;
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let e = anyhow::Error::from(e);
             tracing::error!(error = format!("{e:#}"), "phiboxd failed");
             eprintln!("phiboxd: error: {e:#}");
-            ExitCode::FAILURE
+            // 2: refused to start in this mode or with this configuration.
+            if !dev
+                || e.downcast_ref::<supervisor::config::ConfigError>()
+                    .is_some()
+            {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

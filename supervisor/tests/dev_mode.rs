@@ -16,9 +16,7 @@ fn require_root() {
 
 fn model(dir: &std::path::Path) -> std::path::PathBuf {
     let p = dir.join("tiny.gguf");
-    let mut bytes = b"GGUF".to_vec();
-    bytes.extend(std::iter::repeat_n(7u8, 4096));
-    std::fs::write(&p, bytes).unwrap();
+    models::testmodel::write_llama(&models::testmodel::LlamaConfig::tiny(), &p).unwrap();
     p
 }
 
@@ -26,7 +24,7 @@ fn model(dir: &std::path::Path) -> std::path::PathBuf {
 /// part of the build; make sure they are there.
 fn ensure_helpers() {
     let dir = std::path::Path::new(PHIBOXD).parent().unwrap();
-    for name in ["phibox-jail", "phibox-sandbox-probe"] {
+    for name in ["phibox-jail", "phibox-worker"] {
         assert!(
             dir.join(name).is_file(),
             "{name} is missing beside phiboxd: build the whole workspace (cargo test --workspace)"
@@ -55,11 +53,13 @@ fn check_mode_reports_a_verified_confinement() {
     );
     for expected in [
         "data directory is NOT encrypted",
-        "(4100 bytes) at /model/model.gguf",
+        "inference worker ready: llama (own chat template",
+        "Q8_0, trained context 512), 8 slots",
         "confinement verified from outside",
         "Seccomp 2 (filter), NoNewPrivs 1, every capability set empty",
         "only a loopback that is down",
         "landlock ABI 6 fully enforced",
+        "self-test: asked \"In one short sentence: what is a discharge letter?\"; the model answered:",
         "check complete",
     ] {
         assert!(

@@ -34,7 +34,8 @@ pub struct WorkerLaunch {
 }
 
 impl WorkerLaunch {
-    fn spec(&self) -> SandboxSpec {
+    /// The sandbox request for this worker.
+    pub fn spec(&self) -> SandboxSpec {
         let s = &self.settings;
         let mut spec = SandboxSpec::new(&self.program, s.uid, s.gid);
         spec.args = vec![
@@ -154,6 +155,11 @@ impl Manager {
             let _ = self.status.send(Status::Starting);
             let exit = match self.start().await {
                 Ok(mut child) => {
+                    for warning in child.warnings() {
+                        tracing::warn!(%warning, "the worker's sandbox is weaker than required");
+                    }
+                    let launcher = child.launcher_pid();
+                    crate::reaper::register(launcher);
                     let pid = child.pid().as_raw();
                     let exit = match child.take_control().map(Link::new) {
                         Some(Ok(mut link)) => self.run_worker(&mut link, &mut backoff, pid).await,
@@ -167,6 +173,7 @@ impl Manager {
                     .await
                     .ok()
                     .flatten();
+                    crate::reaper::unregister(launcher);
                     self.after_exit(&exit, ended);
                     exit
                 }
