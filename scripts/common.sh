@@ -15,7 +15,7 @@ ensure_packages() {
   local missing=() pair cmd pkg
   for pair in "$@"; do
     cmd=${pair%%:*}; pkg=${pair#*:}
-    if [ "${cmd#/}" != "$cmd" ]; then [ -e "$cmd" ] && continue; else command -v "$cmd" >/dev/null 2>&1 && continue; fi
+    if [ "${cmd#/}" != "$cmd" ]; then compgen -G "$cmd" >/dev/null && continue; else command -v "$cmd" >/dev/null 2>&1 && continue; fi
     missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -37,5 +37,7 @@ ensure_rust() {
 }
 
 base_packages() {
-  ensure_packages cc:gcc /usr/include/stdio.h:libc6-dev ip:iproute2 nsenter:util-linux
+  # llama.cpp (through llama-cpp-sys-2) needs cmake, a C++ compiler and libclang for bindgen.
+  ensure_packages cc:gcc c++:g++ /usr/include/stdio.h:libc6-dev cmake:cmake clang:clang \
+    "/usr/lib/llvm-*/lib/libclang.so":libclang-dev ip:iproute2 nsenter:util-linux
 }

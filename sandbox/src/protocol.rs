@@ -152,7 +152,9 @@ pub struct ModelFacts {
     pub quantization: String,
     pub context_length: u32,
     pub vocab_size: u32,
-    pub has_chat_template: bool,
+    /// Which chat template is applied: `model` (the file's own) or `none` (a file without
+    /// one, usually a base model: the messages' text is the prompt).
+    pub chat_template: String,
 }
 
 /// Why a generation ended.
@@ -418,7 +420,7 @@ mod tests {
             quantization: "Q8_0".into(),
             context_length: 256,
             vocab_size: 300,
-            has_chat_template: false,
+            chat_template: "chatml".into(),
         }
     }
 

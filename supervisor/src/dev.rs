@@ -16,7 +16,7 @@ use crate::programs::{ProgramError, Programs};
 /// The inference worker's program name.
 pub const WORKER_PROGRAM: &str = "phibox-worker";
 /// A fixed, PHI-free question whose answer shows the model works.
-pub const SELF_TEST_PROMPT: &str = "In one short sentence: what is a discharge letter?";
+pub const SELF_TEST_PROMPT: &str = "A hospital discharge letter is a document that";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
@@ -160,7 +160,11 @@ pub async fn run(opts: DevOptions, say: &mut (dyn FnMut(&str) + Send)) -> Result
     say(&format!(
         "inference worker ready: {} ({}, {} parameters, {}, trained context {}), {} slots, model {}",
         facts.architecture,
-        if facts.has_chat_template { "own chat template" } else { "ChatML template" },
+        if facts.chat_template == "model" {
+            "with its own chat template"
+        } else {
+            "no chat template: prompts are plain text"
+        },
         facts.parameters,
         facts.quantization,
         facts.context_length,

@@ -53,13 +53,13 @@ fn check_mode_reports_a_verified_confinement() {
     );
     for expected in [
         "data directory is NOT encrypted",
-        "inference worker ready: llama (own chat template",
+        "inference worker ready: llama (with its own chat template",
         "Q8_0, trained context 512), 8 slots",
         "confinement verified from outside",
         "Seccomp 2 (filter), NoNewPrivs 1, every capability set empty",
         "only a loopback that is down",
         "landlock ABI 6 fully enforced",
-        "self-test: asked \"In one short sentence: what is a discharge letter?\"; the model answered:",
+        "self-test: asked \"A hospital discharge letter is a document that\"; the model answered:",
         "check complete",
     ] {
         assert!(

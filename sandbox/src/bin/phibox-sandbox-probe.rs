@@ -35,7 +35,7 @@ fn misbehave(control: &OwnedFd) -> i32 {
             quantization: "none".into(),
             context_length: 1,
             vocab_size: 1,
-            has_chat_template: false,
+            chat_template: "none".into(),
         },
         slots: 1,
     });

@@ -1,5 +1,5 @@
 //! Loading the model and describing it: facts for the supervisor, the chat template (the
-//! model's own, else ChatML) and prompt tokenisation.
+//! model's own; none for a base model) and prompt tokenisation.
 
 use std::num::NonZeroU32;
 use std::path::Path;
@@ -22,14 +22,15 @@ pub enum ModelError {
 pub struct Loaded {
     pub backend: LlamaBackend,
     pub model: LlamaModel,
-    template: LlamaChatTemplate,
-    has_template: bool,
+    /// The model's own chat template; `None` for a file without one (a base model), whose
+    /// prompt is the messages' text as is.
+    template: Option<LlamaChatTemplate>,
 }
 
 impl std::fmt::Debug for Loaded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Loaded")
-            .field("has_template", &self.has_template)
+            .field("own_template", &self.template.is_some())
             .finish()
     }
 }
@@ -69,18 +70,14 @@ impl Loaded {
         let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
         let model =
             LlamaModel::load_from_file(&backend, path, &params).map_err(ModelError::Load)?;
-        let (template, has_template) = match model.chat_template(None) {
-            Ok(t) => (t, true),
-            Err(_) => (
-                LlamaChatTemplate::new("chatml").expect("a constant without NUL"),
-                false,
-            ),
-        };
+        // A file without `tokenizer.chat_template` is usually a base (pre-trained) model:
+        // wrapping its prompt in turn markers it never saw makes it echo them, so its prompt is
+        // passed as plain text instead.
+        let template = model.chat_template(None).ok();
         Ok(Loaded {
             backend,
             model,
             template,
-            has_template,
         })
     }
 
@@ -94,7 +91,12 @@ impl Loaded {
             ),
             context_length: self.model.n_ctx_train(),
             vocab_size: u32::try_from(self.model.n_vocab()).unwrap_or(0),
-            has_chat_template: self.has_template,
+            chat_template: if self.template.is_some() {
+                "model"
+            } else {
+                "none"
+            }
+            .into(),
         }
     }
 
@@ -112,10 +114,19 @@ impl Loaded {
                     .map_err(|_| RequestError::Params(ParamError::Text))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let text = self
-            .model
-            .apply_chat_template(&self.template, &chat, true)
-            .map_err(|_| RequestError::Internal("the chat template could not be applied".into()))?;
+        let text = match &self.template {
+            Some(t) => self
+                .model
+                .apply_chat_template(t, &chat, true)
+                .map_err(|_| {
+                    RequestError::Internal("the chat template could not be applied".into())
+                })?,
+            None => messages
+                .iter()
+                .map(|m| m.content.0.as_str())
+                .collect::<Vec<_>>()
+                .join("\n\n"),
+        };
         let vocab = self.model.vocab();
         let mut tokens = vocab.tokenize(text.as_bytes(), true, true);
         // Templates that spell out BOS themselves would get it twice.

@@ -31,7 +31,7 @@ fn loads_reports_facts_and_generates_deterministically() {
         facts.parameters,
         models::testmodel::LlamaConfig::tiny().parameters()
     );
-    assert!(facts.has_chat_template);
+    assert_eq!(facts.chat_template, "model");
 
     c.generate(1, "hello there", greedy(24));
     let a = c.collect(&[1], Duration::from_secs(60)).remove(0);
