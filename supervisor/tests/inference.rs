@@ -205,3 +205,65 @@ async fn shutdown_lets_in_flight_generations_finish_and_refuses_new_ones() {
     assert_eq!(h.status(), Status::Stopped);
     assert!(!std::path::Path::new(&format!("/proc/{pid}/status")).exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changing_the_model_lets_in_flight_requests_finish_first() {
+    require_root();
+    let t = tempfile::tempdir().unwrap();
+    let old = tiny_model(t.path());
+    let new = t.path().join("other.gguf");
+    let cfg = models::testmodel::LlamaConfig {
+        seed: 99,
+        ..models::testmodel::LlamaConfig::tiny()
+    };
+    models::testmodel::write_llama(&cfg, &new).unwrap();
+    let h = spawn_manager(launch("phibox-worker", &old, settings()));
+    let pid = ready(&h).await;
+    let (old_text, _) = complete(&h, "compare", fixed(16)).await;
+    let mut in_flight = h.generate(user("still old"), fixed(48)).await.unwrap();
+    assert!(matches!(in_flight.next().await, Some(StreamItem::Token(_))));
+    let h2 = h.clone();
+    let change = tokio::spawn(async move { h2.change_model(new).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A request made during the change waits and is served by the new model.
+    let h3 = h.clone();
+    let during = tokio::spawn(async move { complete(&h3, "compare", fixed(16)).await });
+    let last = loop {
+        match in_flight.next().await {
+            Some(StreamItem::Token(_)) => continue,
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(
+            last,
+            Some(StreamItem::Done {
+                finish: Finish::Length,
+                ..
+            })
+        ),
+        "{last:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(60), change)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let (during_text, _) = tokio::time::timeout(Duration::from_secs(60), during)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(during_text, old_text, "served by the new model");
+    let Status::Ready { pid: new_pid, .. } = h.status() else {
+        panic!()
+    };
+    assert_ne!(new_pid, pid);
+    // A model that cannot load is reported to whoever asked for it.
+    let bad = t.path().join("bad.gguf");
+    models::testmodel::write_hostile(models::testmodel::Hostile::Truncated, &bad).unwrap();
+    match h.change_model(bad).await {
+        Err(InferenceError::Unavailable(r)) => assert!(r.contains("could not load"), "{r}"),
+        other => panic!("{other:?}"),
+    }
+    h.shutdown().await;
+}

@@ -66,6 +66,10 @@ pub(crate) enum Command {
     Ping {
         pong: oneshot::Sender<()>,
     },
+    ChangeModel {
+        model: std::path::PathBuf,
+        done: oneshot::Sender<Result<(), InferenceError>>,
+    },
 }
 
 /// A handle to the inference manager.
@@ -156,6 +160,18 @@ impl InferenceHandle {
             return false;
         }
         rx.await.is_ok()
+    }
+
+    /// Switches to another model: requests that arrive meanwhile wait, in-flight generations
+    /// finish on the old model, then a worker on the new model starts. Returns once it is ready
+    /// (or with the reason it could not load).
+    pub async fn change_model(&self, model: std::path::PathBuf) -> Result<(), InferenceError> {
+        let (done, rx) = oneshot::channel();
+        self.commands
+            .send(Command::ChangeModel { model, done })
+            .await
+            .map_err(|_| InferenceError::ShuttingDown)?;
+        rx.await.map_err(|_| InferenceError::ShuttingDown)?
     }
 
     /// Stops accepting requests, lets in-flight ones finish up to the grace period, stops the

@@ -78,6 +78,8 @@ enum Exit {
     LoadFailed(String),
     /// phiboxd is stopping.
     Shutdown,
+    /// The worker finished its requests and left for a model change.
+    Replaced,
 }
 
 struct Open {
@@ -105,6 +107,10 @@ struct Manager {
     stopping: Option<(Instant, Vec<oneshot::Sender<()>>)>,
     /// The last load failure, while no worker has loaded since.
     load_error: Option<String>,
+    /// A requested model change: the new model and who waits for it.
+    change: Option<(PathBuf, oneshot::Sender<Result<(), InferenceError>>)>,
+    /// Who waits for the worker started after a model change.
+    change_waiter: Option<oneshot::Sender<Result<(), InferenceError>>>,
 }
 
 /// Starts the manager on the current tokio runtime.
@@ -126,6 +132,8 @@ pub fn spawn_manager(launch: WorkerLaunch) -> InferenceHandle {
         ready: false,
         stopping: None,
         load_error: None,
+        change: None,
+        change_waiter: None,
     };
     tokio::spawn(manager.run());
     handle
@@ -183,7 +191,18 @@ impl Manager {
                 }
             };
             self.ready = false;
+            if matches!(exit, Exit::Replaced) {
+                if let Some((model, waiter)) = self.change.take() {
+                    tracing::info!(model = %model.display(), "switching the model");
+                    self.launch.model = model;
+                    self.change_waiter = Some(waiter);
+                }
+                continue;
+            }
             if let Exit::LoadFailed(reason) = &exit {
+                if let Some(w) = self.change_waiter.take() {
+                    let _ = w.send(Err(InferenceError::Unavailable(reason.clone())));
+                }
                 let _ = self.status.send(Status::Failed(reason.clone()));
                 self.load_error = Some(reason.clone());
                 for w in self.waiting.drain(..) {
@@ -217,6 +236,9 @@ impl Manager {
         // Answer whoever still asks, until every handle is gone.
         while let Some(cmd) = self.commands.recv().await {
             match cmd {
+                Command::ChangeModel { done, .. } => {
+                    let _ = done.send(Err(InferenceError::ShuttingDown));
+                }
                 Command::Generate { reply, .. } => {
                     let _ = reply.send(Err(InferenceError::ShuttingDown));
                 }
@@ -252,7 +274,9 @@ impl Manager {
             Exit::LoadFailed(why) => {
                 tracing::error!(reason = %why, "the inference worker could not load the model")
             }
-            Exit::Shutdown => tracing::info!(termination = ?ended, "the inference worker stopped"),
+            Exit::Shutdown | Exit::Replaced => {
+                tracing::info!(termination = ?ended, "the inference worker stopped")
+            }
         }
         let error = if matches!(exit, Exit::Shutdown) {
             InferenceError::ShuttingDown
@@ -278,6 +302,10 @@ impl Manager {
                     if self.stopping.is_some() {
                         return false;
                     }
+                    if self.change_waiter.is_some() {
+                        // A model change cuts the back-off short.
+                        return true;
+                    }
                 }
             }
         }
@@ -292,7 +320,8 @@ impl Manager {
                 .stopping
                 .as_ref()
                 .map(|(t, _)| tokio::time::Instant::from_std(*t));
-            if self.stopping.is_some() && self.open.is_empty() && !shutdown_sent {
+            let leaving = self.stopping.is_some() || self.change.is_some();
+            if leaving && self.open.is_empty() && !shutdown_sent {
                 let _ = link
                     .send(&Request::Shutdown.encode().unwrap_or_default())
                     .await;
@@ -302,7 +331,15 @@ impl Manager {
                 received = link.recv() => {
                     let event = match received {
                         Err(e) => return Exit::Fault(format!("control socket: {e}")),
-                        Ok(Received::Closed) => return if self.stopping.is_some() { Exit::Shutdown } else { Exit::Closed },
+                        Ok(Received::Closed) => {
+                            return if self.stopping.is_some() {
+                                Exit::Shutdown
+                            } else if shutdown_sent && self.change.is_some() {
+                                Exit::Replaced
+                            } else {
+                                Exit::Closed
+                            };
+                        }
                         Ok(Received::Oversized(n)) => return Exit::Fault(format!("frame of {n} bytes")),
                         Ok(Received::Frame(frame)) => match validator.check(frame) {
                             Ok(e) => e,
@@ -348,6 +385,9 @@ impl Manager {
                 );
                 self.ready = true;
                 self.load_error = None;
+                if let Some(w) = self.change_waiter.take() {
+                    let _ = w.send(Ok(()));
+                }
                 backoff.ready(Instant::now());
                 let _ = self.status.send(Status::Ready { facts, slots, pid });
                 for w in std::mem::take(&mut self.waiting) {
@@ -448,7 +488,7 @@ impl Manager {
                     finished: false,
                 };
                 match live {
-                    Some((link, validator)) if self.ready => {
+                    Some((link, validator)) if self.ready && self.change.is_none() => {
                         self.submit(id, messages, sampling, tx, link, validator)
                             .await;
                     }
@@ -498,6 +538,23 @@ impl Manager {
             }
             Command::Ping { pong } => {
                 let _ = pong.send(());
+            }
+            Command::ChangeModel { model, done } => {
+                if self.stopping.is_some() {
+                    let _ = done.send(Err(InferenceError::ShuttingDown));
+                } else if let Some((_, old)) = self.change.replace((model, done)) {
+                    // A newer request supersedes one still pending.
+                    let _ = old.send(Err(InferenceError::Unavailable(
+                        "superseded by another model change".into(),
+                    )));
+                } else if live.is_none() {
+                    // No worker is running (back-off): switch at once.
+                    if let Some((model, done)) = self.change.take() {
+                        self.launch.model = model;
+                        self.load_error = None;
+                        self.change_waiter = Some(done);
+                    }
+                }
             }
         }
     }
