@@ -32,6 +32,37 @@ fn ensure_helpers() {
     }
 }
 
+type Lines = std::io::Lines<BufReader<std::process::ChildStdout>>;
+
+/// Starts phiboxd --dev and reads its output until it runs; returns it, the rest of its
+/// output and the worker's pid from its report.
+fn start_running(dir: &std::path::Path) -> (std::process::Child, Lines, String) {
+    let mut child = Command::new(PHIBOXD)
+        .args(["--dev", "--data-dir"])
+        .arg(dir.join("data"))
+        .arg("--model")
+        .arg(model(dir))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut worker_pid = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("worker pid ").nth(1) {
+            worker_pid = rest.split_whitespace().next().map(str::to_string);
+        }
+        if line.contains("phibox is running") {
+            break;
+        }
+    }
+    (
+        child,
+        lines,
+        worker_pid.expect("the report names the worker pid"),
+    )
+}
+
 #[test]
 fn check_mode_reports_a_verified_confinement() {
     require_root();
@@ -79,26 +110,7 @@ fn it_runs_until_sigterm_and_then_stops_the_worker() {
     require_root();
     ensure_helpers();
     let t = tempfile::tempdir().unwrap();
-    let mut child = Command::new(PHIBOXD)
-        .args(["--dev", "--data-dir"])
-        .arg(t.path().join("data"))
-        .arg("--model")
-        .arg(model(t.path()))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut worker_pid = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.split("worker pid ").nth(1) {
-            worker_pid = rest.split_whitespace().next().map(str::to_string);
-        }
-        if line.contains("phibox is running") {
-            break;
-        }
-    }
-    let pid = worker_pid.expect("the report names the worker pid");
+    let (mut child, lines, pid) = start_running(t.path());
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -155,25 +167,7 @@ fn the_worker_dies_with_a_killed_supervisor() {
     require_root();
     ensure_helpers();
     let t = tempfile::tempdir().unwrap();
-    let mut child = Command::new(PHIBOXD)
-        .args(["--dev", "--data-dir"])
-        .arg(t.path().join("data"))
-        .arg("--model")
-        .arg(model(t.path()))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut worker_pid = None;
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if let Some(rest) = line.split("worker pid ").nth(1) {
-            worker_pid = rest.split_whitespace().next().map(str::to_string);
-        }
-        if line.contains("phibox is running") {
-            break;
-        }
-    }
-    let pid = worker_pid.expect("the report names the worker pid");
+    let (mut child, _lines, pid) = start_running(t.path());
     child.kill().unwrap();
     child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -9,6 +9,19 @@ use sandbox::protocol::Finish;
 use supervisor::inference::{spawn_manager, InferenceError, Status, StreamItem};
 use support::*;
 
+/// Skips tokens; the stream's final item.
+async fn final_item(s: &mut supervisor::inference::TokenStream) -> Option<StreamItem> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), s.next())
+            .await
+            .expect("no hang")
+        {
+            Some(StreamItem::Token(_)) => continue,
+            other => return other,
+        }
+    }
+}
+
 async fn ready(h: &supervisor::inference::InferenceHandle) -> i32 {
     ready_other_than(h, 0).await
 }
@@ -93,15 +106,7 @@ async fn a_killed_worker_fails_open_requests_clearly_and_is_restarted() {
     )
     .unwrap();
     for s in &mut streams {
-        let last = loop {
-            match tokio::time::timeout(Duration::from_secs(30), s.next())
-                .await
-                .expect("no hang")
-            {
-                Some(StreamItem::Token(_)) => continue,
-                other => break other,
-            }
-        };
+        let last = final_item(s).await;
         assert_eq!(last, Some(StreamItem::Failed(InferenceError::Restarted)));
         assert_eq!(
             InferenceError::Restarted.to_string(),
@@ -182,12 +187,7 @@ async fn shutdown_lets_in_flight_generations_finish_and_refuses_new_ones() {
         h.generate(user("too late"), fixed(4)).await.err(),
         Some(InferenceError::ShuttingDown)
     );
-    let last = loop {
-        match stream.next().await {
-            Some(StreamItem::Token(_)) => continue,
-            other => break other,
-        }
-    };
+    let last = final_item(&mut stream).await;
     assert!(
         matches!(
             last,
@@ -228,12 +228,7 @@ async fn changing_the_model_lets_in_flight_requests_finish_first() {
     // A request made during the change waits and is served by the new model.
     let h3 = h.clone();
     let during = tokio::spawn(async move { complete(&h3, "compare", fixed(16)).await });
-    let last = loop {
-        match in_flight.next().await {
-            Some(StreamItem::Token(_)) => continue,
-            other => break other,
-        }
-    };
+    let last = final_item(&mut in_flight).await;
     assert!(
         matches!(
             last,
