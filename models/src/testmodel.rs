@@ -110,9 +110,10 @@ fn vocabulary(size: usize) -> (Vec<String>, Vec<f32>, Vec<i32>) {
             }
         }
     }
+    // Filler pieces are longer than every piece above, so they cannot repeat one.
     let mut n = 0;
     while tokens.len() + pieces.len() < size {
-        pieces.push(format!("\u{2581}w{n}"));
+        pieces.push(format!("\u{2581}tok{n}"));
         n += 1;
     }
     tokens.extend(pieces.into_iter().map(|p| (p, NORMAL)));
@@ -213,6 +214,8 @@ pub enum Hostile {
     BadMetadata,
     /// Not a GGUF file at all.
     Garbage,
+    /// Two tokens with the same text: llama.cpp aborts while loading the vocabulary.
+    DuplicateTokens,
 }
 
 /// Writes a broken variant of the tiny model.
@@ -232,6 +235,13 @@ pub fn write_hostile(kind: Hostile, path: &Path) -> io::Result<()> {
                 t.shape = vec![1 << 25, 1 << 25];
                 t.ty = TensorType::F32;
                 t.data.truncate(64);
+            }
+        }
+        Hostile::DuplicateTokens => {
+            for (k, v) in &mut w.metadata {
+                if let (true, Value::ArrStr(tokens)) = (k == "tokenizer.ggml.tokens", v) {
+                    tokens[300] = tokens[301].clone();
+                }
             }
         }
         Hostile::BadMetadata => {
@@ -261,7 +271,14 @@ mod tests {
         assert_eq!(kinds.iter().filter(|k| **k == BYTE).count(), 256);
         let unique: std::collections::BTreeSet<_> = tokens.iter().collect();
         assert_eq!(unique.len(), tokens.len());
-        assert_eq!(vocabulary(32000).0.len(), 32000);
+        let (big, ..) = vocabulary(32000);
+        assert_eq!(big.len(), 32000);
+        let unique: std::collections::BTreeSet<_> = big.iter().collect();
+        assert_eq!(
+            unique.len(),
+            big.len(),
+            "llama.cpp aborts on duplicate tokens"
+        );
     }
 
     #[test]

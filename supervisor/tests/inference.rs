@@ -163,8 +163,23 @@ async fn a_hostile_model_is_reported_without_crashing_phiboxd() {
         unreachable!()
     };
     assert!(reason.contains("could not load the model"), "{reason}");
+    // A model whose loading crashes llama.cpp is reported as a load failure too.
+    let crash = t.path().join("crash.gguf");
+    models::testmodel::write_hostile(models::testmodel::Hostile::DuplicateTokens, &crash).unwrap();
+    match h.change_model(crash).await {
+        Err(InferenceError::Unavailable(r)) => {
+            assert!(
+                r.contains("the worker ended while loading the model (killed by signal"),
+                "{r}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
     match h.generate(user("x"), fixed(4)).await {
-        Err(InferenceError::Unavailable(r)) => assert!(r.contains("could not load")),
+        // The last failure is the one reported.
+        Err(InferenceError::Unavailable(r)) => {
+            assert!(r.contains("while loading the model"), "{r}")
+        }
         other => panic!("{other:?}"),
     }
     assert!(h.ping().await, "the manager keeps running");

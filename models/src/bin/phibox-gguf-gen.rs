@@ -25,6 +25,7 @@ enum Broken {
     AbsurdTensor,
     BadMetadata,
     Garbage,
+    DuplicateTokens,
 }
 
 /// Writes a random-weight llama model (complete tokenizer, ChatML template) as GGUF.
@@ -51,6 +52,7 @@ fn main() -> anyhow::Result<()> {
             Broken::AbsurdTensor => Hostile::AbsurdTensor,
             Broken::BadMetadata => Hostile::BadMetadata,
             Broken::Garbage => Hostile::Garbage,
+            Broken::DuplicateTokens => Hostile::DuplicateTokens,
         };
         testmodel::write_hostile(kind, &args.out)?;
         return Ok(());

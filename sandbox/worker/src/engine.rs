@@ -66,7 +66,9 @@ struct Slot {
     next: Option<LlamaToken>,
     /// Index in the current batch whose logits to sample, if any.
     logits_at: Option<i32>,
-    sampler: LlamaSampler,
+    /// `None`: greedy, an argmax over the logits (llama.cpp's sampler API would first copy
+    /// every logit into a candidate array, which costs ~1 ms a token with a 262k vocabulary).
+    sampler: Option<LlamaSampler>,
     text: TextStream,
     generated: u32,
     max_tokens: u32,
@@ -76,16 +78,27 @@ struct Slot {
     first_token_at: Option<Instant>,
 }
 
-fn sampler(s: &Sampling) -> LlamaSampler {
+fn sampler(s: &Sampling) -> Option<LlamaSampler> {
     if s.temperature == 0.0 {
-        return LlamaSampler::greedy();
+        return None;
     }
-    LlamaSampler::chain_simple([
+    Some(LlamaSampler::chain_simple([
         LlamaSampler::top_k(s.top_k as i32),
         LlamaSampler::top_p(s.top_p, 1),
         LlamaSampler::temp(s.temperature),
         LlamaSampler::dist(s.seed),
-    ])
+    ]))
+}
+
+/// The index of the largest logit; the first one on ties, as llama.cpp's greedy sampler.
+fn argmax(logits: &[f32]) -> i32 {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as i32
 }
 
 fn ms(d: Duration) -> u32 {
@@ -356,7 +369,10 @@ impl<'m> Engine<'m> {
             let Some(at) = slot.logits_at else {
                 continue;
             };
-            let token = slot.sampler.sample(&self.ctx, at);
+            let token = match slot.sampler.as_mut() {
+                Some(s) => s.sample(&self.ctx, at),
+                None => LlamaToken(argmax(self.ctx.get_logits_ith(at))),
+            };
             slot.first_token_at.get_or_insert_with(Instant::now);
             let vocab = self.loaded.model.vocab();
             if vocab.is_eog(token) && !slot.ignore_eos {

@@ -85,6 +85,7 @@ fn hostile_model_files_fail_inside_the_sandbox() {
         Hostile::AbsurdTensor,
         Hostile::BadMetadata,
         Hostile::Garbage,
+        Hostile::DuplicateTokens,
     ] {
         let path = t.path().join(format!("{kind:?}.gguf"));
         write_hostile(kind, &path).unwrap();

@@ -30,6 +30,9 @@ struct Args {
     threads: u32,
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Worker slots (and the reference's total context is slots × the per-slot context).
+    #[arg(long, default_value_t = 16)]
+    slots: u32,
     /// Concurrency levels of the aggregate measurement.
     #[arg(long, value_delimiter = ',', default_value = "1,4,8,15")]
     concurrency: Vec<u32>,
@@ -39,7 +42,6 @@ const GEN: u32 = 128;
 const PREFILL: u32 = 512;
 /// Prompt length (tokens) of the aggregate runs on the reference side.
 const SHORT_PROMPT: u32 = 8;
-const SLOTS: u32 = 16;
 /// KV cells per sequence: room for the prefill prompt. The reference gets the same total.
 const CONTEXT_PER_SLOT: u32 = PREFILL + 16;
 
@@ -106,8 +108,9 @@ async fn calibrated_prompt(h: &InferenceHandle, tokens: u32) -> Result<String> {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let (got, ..) = run_one(h, words(tokens as usize), 1).await?;
-    let n = (tokens as f64 * tokens as f64 / got.max(1) as f64) as usize;
+    let probe = (tokens / 8).max(1) as usize;
+    let (got, ..) = run_one(h, words(probe), 1).await?;
+    let n = (probe as f64 * f64::from(tokens) / f64::from(got.max(1))) as usize;
     Ok(words(n.max(1)))
 }
 
@@ -136,7 +139,7 @@ async fn ours(model: &Path, args: &Args) -> Result<Ours> {
         .map(Path::to_path_buf)
         .unwrap_or_default();
     let settings = WorkerSection {
-        slots: SLOTS,
+        slots: args.slots,
         context: CONTEXT_PER_SLOT,
         threads: args.threads,
         max_tokens: 4096,
@@ -278,7 +281,7 @@ fn reference(model: &Path, args: &Args) -> Result<Reference> {
         }
     }
     let npl: Vec<String> = args.concurrency.iter().map(u32::to_string).collect();
-    let ctx = (SLOTS * CONTEXT_PER_SLOT).to_string();
+    let ctx = (args.slots * CONTEXT_PER_SLOT).to_string();
     let (batched, rss) = timed(
         Command::new(args.reference.join("llama-batched-bench"))
             .args(["-m"])

@@ -183,7 +183,15 @@ impl Manager {
                     .flatten();
                     crate::reaper::unregister(launcher);
                     self.after_exit(&exit, ended);
-                    exit
+                    match exit {
+                        // Dying before it was ready is a failure to load the model (a crash in
+                        // llama.cpp's loader, say): report it like one.
+                        Exit::Closed if !self.ready => Exit::LoadFailed(format!(
+                            "the worker ended while loading the model ({})",
+                            describe(ended)
+                        )),
+                        other => other,
+                    }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start the inference worker");
@@ -557,6 +565,15 @@ impl Manager {
                 }
             }
         }
+    }
+}
+
+fn describe(t: Option<Termination>) -> String {
+    match t {
+        Some(Termination::Exited(c)) => format!("exit code {c}"),
+        Some(Termination::Signaled(s)) => format!("killed by signal {s}"),
+        Some(Termination::LauncherKilled(s)) => format!("launcher killed by signal {s}"),
+        None => "unknown end".into(),
     }
 }
 
