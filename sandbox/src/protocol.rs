@@ -340,8 +340,7 @@ impl Validator {
         self.open.insert(id);
     }
 
-    /// Forgets a request the supervisor gave up on (its events are no longer expected; a late
-    /// one is still accepted as long as `id` was opened before — see [`Validator::check`]).
+    /// Whether `id` was opened and has not ended (`Done` or `Failed`) yet.
     pub fn is_open(&self, id: u64) -> bool {
         self.open.contains(&id)
     }
