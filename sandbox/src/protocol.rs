@@ -340,11 +340,6 @@ impl Validator {
         self.open.insert(id);
     }
 
-    /// Whether `id` was opened and has not ended (`Done` or `Failed`) yet.
-    pub fn is_open(&self, id: u64) -> bool {
-        self.open.contains(&id)
-    }
-
     /// Decodes and checks one frame from the worker.
     pub fn check(&mut self, frame: &[u8]) -> Result<Event, Violation> {
         let event = Event::decode(frame)?;

@@ -94,6 +94,15 @@ impl WorkerSection {
     }
 }
 
+/// `value` must lie in `lo..=hi`.
+fn range(key: &'static str, value: u64, lo: u64, hi: u64) -> Result<(), (&'static str, String)> {
+    check(
+        (lo..=hi).contains(&value),
+        key,
+        format!("must be {lo} to {hi}, not {value}"),
+    )
+}
+
 fn check(ok: bool, key: &'static str, reason: String) -> Result<(), (&'static str, String)> {
     if ok {
         Ok(())
@@ -129,11 +138,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
         let w = &self.worker;
-        check(
-            (1..=64).contains(&w.slots),
-            "worker.slots",
-            format!("must be 1 to 64, not {}", w.slots),
-        )?;
+        range("worker.slots", u64::from(w.slots), 1, 64)?;
         check(
             w.context == 0 || (64..=131_072).contains(&w.context),
             "worker.context",
@@ -144,16 +149,8 @@ impl Config {
             "worker.threads",
             format!("must be at most 1024, not {}", w.threads),
         )?;
-        check(
-            (1..=32_768).contains(&w.max_tokens),
-            "worker.max_tokens",
-            format!("must be 1 to 32768, not {}", w.max_tokens),
-        )?;
-        check(
-            (1..=4096).contains(&w.queue),
-            "worker.queue",
-            format!("must be 1 to 4096, not {}", w.queue),
-        )?;
+        range("worker.max_tokens", u64::from(w.max_tokens), 1, 32_768)?;
+        range("worker.queue", u64::from(w.queue), 1, 4096)?;
         check(
             w.uid != 0,
             "worker.uid",
@@ -164,15 +161,12 @@ impl Config {
             "worker.gid",
             "the worker must not run with group root (0)".into(),
         )?;
-        check(
-            (1..=3600).contains(&w.ready_timeout_secs),
-            "worker.ready_timeout_secs",
-            format!("must be 1 to 3600, not {}", w.ready_timeout_secs),
-        )?;
-        check(
-            (10..=60_000).contains(&w.restart_initial_ms),
+        range("worker.ready_timeout_secs", w.ready_timeout_secs, 1, 3600)?;
+        range(
             "worker.restart_initial_ms",
-            format!("must be 10 to 60000, not {}", w.restart_initial_ms),
+            w.restart_initial_ms,
+            10,
+            60_000,
         )?;
         check(
             (1..=3600).contains(&w.restart_max_secs)

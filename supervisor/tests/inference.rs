@@ -9,6 +9,20 @@ use sandbox::protocol::Finish;
 use supervisor::inference::{spawn_manager, InferenceError, Status, StreamItem};
 use support::*;
 
+/// The final item is a generation that ran to its max_tokens.
+fn assert_done_by_length(last: &Option<StreamItem>) {
+    assert!(
+        matches!(
+            last,
+            Some(StreamItem::Done {
+                finish: Finish::Length,
+                ..
+            })
+        ),
+        "{last:?}"
+    );
+}
+
 /// Skips tokens; the stream's final item.
 async fn final_item(s: &mut supervisor::inference::TokenStream) -> Option<StreamItem> {
     loop {
@@ -203,16 +217,7 @@ async fn shutdown_lets_in_flight_generations_finish_and_refuses_new_ones() {
         Some(InferenceError::ShuttingDown)
     );
     let last = final_item(&mut stream).await;
-    assert!(
-        matches!(
-            last,
-            Some(StreamItem::Done {
-                finish: Finish::Length,
-                ..
-            })
-        ),
-        "{last:?}"
-    );
+    assert_done_by_length(&last);
     tokio::time::timeout(Duration::from_secs(20), stopping)
         .await
         .unwrap()
@@ -244,16 +249,7 @@ async fn changing_the_model_lets_in_flight_requests_finish_first() {
     let h3 = h.clone();
     let during = tokio::spawn(async move { complete(&h3, "compare", fixed(16)).await });
     let last = final_item(&mut in_flight).await;
-    assert!(
-        matches!(
-            last,
-            Some(StreamItem::Done {
-                finish: Finish::Length,
-                ..
-            })
-        ),
-        "{last:?}"
-    );
+    assert_done_by_length(&last);
     tokio::time::timeout(Duration::from_secs(60), change)
         .await
         .unwrap()
