@@ -17,6 +17,7 @@ use sandbox::protocol::{
     Event, Finish, Message, ParamError, Request, RequestError, Sampling, Usage, MAX_MESSAGES,
 };
 
+use crate::greedy::argmax;
 use crate::io::{Incoming, IoError, Outbox};
 use crate::model::Loaded;
 use crate::text::TextStream;
@@ -66,8 +67,7 @@ struct Slot {
     next: Option<LlamaToken>,
     /// Index in the current batch whose logits to sample, if any.
     logits_at: Option<i32>,
-    /// `None`: greedy, an argmax over the logits (llama.cpp's sampler API would first copy
-    /// every logit into a candidate array, which costs ~1 ms a token with a 262k vocabulary).
+    /// `None`: greedy, [`argmax`] over the logits.
     sampler: Option<LlamaSampler>,
     text: TextStream,
     generated: u32,
@@ -76,7 +76,17 @@ struct Slot {
     cancelled: bool,
     arrived: Instant,
     first_token_at: Option<Instant>,
+    /// Released text not yet sent, and when text was last sent (see [`STREAM_INTERVAL`]).
+    unsent: String,
+    sent_at: Option<Instant>,
 }
+
+/// Text is streamed at most this often per request (the first piece at once): one frame per
+/// token would wake the supervisor for every token, stealing CPU time from the decode threads
+/// on a small machine, while a reader cannot tell 40 ms apart.
+const STREAM_INTERVAL: Duration = Duration::from_millis(40);
+/// Held text is sent regardless of [`STREAM_INTERVAL`] beyond this size (frames stay small).
+const MAX_UNSENT: usize = 4096;
 
 fn sampler(s: &Sampling) -> Option<LlamaSampler> {
     if s.temperature == 0.0 {
@@ -88,17 +98,6 @@ fn sampler(s: &Sampling) -> Option<LlamaSampler> {
         LlamaSampler::temp(s.temperature),
         LlamaSampler::dist(s.seed),
     ]))
-}
-
-/// The index of the largest logit; the first one on ties, as llama.cpp's greedy sampler.
-fn argmax(logits: &[f32]) -> i32 {
-    let mut best = 0;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = i;
-        }
-    }
-    best as i32
 }
 
 fn ms(d: Duration) -> u32 {
@@ -306,6 +305,8 @@ impl<'m> Engine<'m> {
                 cancelled: false,
                 arrived: p.arrived,
                 first_token_at: None,
+                unsent: String::new(),
+                sent_at: None,
             });
         }
     }
@@ -362,6 +363,7 @@ impl<'m> Engine<'m> {
             }
             return Ok(());
         }
+        let now = Instant::now();
         for i in 0..self.slots.len() {
             let Some(slot) = self.slots[i].as_mut() else {
                 continue;
@@ -373,7 +375,7 @@ impl<'m> Engine<'m> {
                 Some(s) => s.sample(&self.ctx, at),
                 None => LlamaToken(argmax(self.ctx.get_logits_ith(at))),
             };
-            slot.first_token_at.get_or_insert_with(Instant::now);
+            slot.first_token_at.get_or_insert(now);
             let vocab = self.loaded.model.vocab();
             if vocab.is_eog(token) && !slot.ignore_eos {
                 self.finish(i, Finish::EndOfText)?;
@@ -382,13 +384,19 @@ impl<'m> Engine<'m> {
             slot.generated += 1;
             let piece = vocab.token_to_piece(token, false, None);
             let step = slot.text.push(&piece);
-            let id = slot.id;
+            slot.unsent.push_str(&step.text);
             let full = slot.pos as u32 + 1 >= self.cfg.context.get();
             let done_by_length = slot.generated >= slot.max_tokens || full;
-            if !step.text.is_empty() {
+            let due = slot
+                .sent_at
+                .is_none_or(|t| now.duration_since(t) >= STREAM_INTERVAL)
+                || slot.unsent.len() >= MAX_UNSENT;
+            if due && !slot.unsent.is_empty() {
+                slot.sent_at = Some(now);
+                let text = std::mem::take(&mut slot.unsent);
                 self.out.send(&Event::Token {
-                    id,
-                    text: sandbox::protocol::Phi(step.text),
+                    id: slot.id,
+                    text: sandbox::protocol::Phi(text),
                 })?;
             }
             if step.stopped {
@@ -410,14 +418,17 @@ impl<'m> Engine<'m> {
         let _ = self
             .ctx
             .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+        // Text released before the end is sent even when cancelled; text held back as a
+        // possible stop string or incomplete UTF-8 only when the sequence ended otherwise.
+        let mut rest = std::mem::take(&mut slot.unsent);
         if finish != Finish::StopString && finish != Finish::Cancelled {
-            let rest = slot.text.finish();
-            if !rest.is_empty() {
-                self.out.send(&Event::Token {
-                    id: slot.id,
-                    text: sandbox::protocol::Phi(rest),
-                })?;
-            }
+            rest.push_str(&slot.text.finish());
+        }
+        if !rest.is_empty() {
+            self.out.send(&Event::Token {
+                id: slot.id,
+                text: sandbox::protocol::Phi(rest),
+            })?;
         }
         let now = Instant::now();
         let first = slot.first_token_at.unwrap_or(now);

@@ -6,6 +6,7 @@
 //! This is the only crate that links llama.cpp.
 
 mod engine;
+mod greedy;
 mod io;
 mod model;
 mod text;
