@@ -35,17 +35,7 @@ pub const SETUP_FAILED: i32 = 125;
 /// Upper bound on the plan's size.
 pub const MAX_PLAN: u32 = 1 << 20;
 
-/// Renders an error with its whole source chain, for the status pipe.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+use crate::error_chain::chain;
 
 fn status_line(line: &str) {
     // SAFETY: fd 5 is the status pipe handed to the launcher; ManuallyDrop keeps it open.

@@ -10,6 +10,7 @@
 pub mod capabilities;
 pub mod confine;
 pub mod elf;
+pub mod error_chain;
 pub mod escape;
 #[cfg(test)]
 mod fake;

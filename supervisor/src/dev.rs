@@ -136,7 +136,7 @@ pub async fn run(opts: DevOptions, say: &mut (dyn FnMut(&str) + Send)) -> Result
     let root_entries = launch
         .spec()
         .plan()
-        .map_err(|e| DevError::Worker(sandbox::jail::chain(&e)))?
+        .map_err(|e| DevError::Worker(sandbox::error_chain::chain(&e)))?
         .root
         .len();
     let handle = inference::spawn_manager(launch);

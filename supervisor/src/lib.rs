@@ -7,6 +7,9 @@
 //! proves its confinement from outside, runs a self-test generation and reports what it did.
 #![forbid(unsafe_code)]
 
+pub mod audit;
+pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod confinement_report;
 pub mod dev;

@@ -141,7 +141,7 @@ fn main() {
     let control = match sandbox::confine::enter() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("phibox-sandbox-probe: {}", sandbox::jail::chain(&e));
+            eprintln!("phibox-sandbox-probe: {}", sandbox::error_chain::chain(&e));
             std::process::exit(4);
         }
     };

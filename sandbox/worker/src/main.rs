@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     let socket = match sandbox::confine::enter() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("phibox-worker: {}", sandbox::jail::chain(&e));
+            eprintln!("phibox-worker: {}", sandbox::error_chain::chain(&e));
             return ExitCode::from(NOT_CONFINED);
         }
     };
@@ -83,7 +83,7 @@ fn main() -> ExitCode {
     };
     let loaded = match Loaded::load(&args.model, args.gpu_layers) {
         Ok(l) => l,
-        Err(e) => return load_failed(sandbox::jail::chain(&e)),
+        Err(e) => return load_failed(sandbox::error_chain::chain(&e)),
     };
     let threads = if args.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get() as i32)
@@ -100,14 +100,14 @@ fn main() -> ExitCode {
     };
     let mut engine = match Engine::new(&loaded, cfg, out.clone()) {
         Ok(e) => e,
-        Err(e) => return load_failed(sandbox::jail::chain(&e)),
+        Err(e) => return load_failed(sandbox::error_chain::chain(&e)),
     };
     if let Err(e) = engine.warm_up() {
-        return load_failed(sandbox::jail::chain(&e));
+        return load_failed(sandbox::error_chain::chain(&e));
     }
     // The model is loaded: from here on the worker opens and reads no file.
     if let Err(e) = sandbox::confine::serve() {
-        return load_failed(sandbox::jail::chain(&e));
+        return load_failed(sandbox::error_chain::chain(&e));
     }
     if let Some(name) = &args.escape {
         eprintln!("trying {name}");
@@ -130,7 +130,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("phibox-worker: {}", sandbox::jail::chain(&e));
+            eprintln!("phibox-worker: {}", sandbox::error_chain::chain(&e));
             ExitCode::FAILURE
         }
     }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use sandbox::error_chain::chain;
 use sandbox::protocol::{Event, Finish, Message, Request, Sampling, Usage, Validator};
 use sandbox::{ConfinedChild, DataFile, SandboxSpec, Termination};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -575,8 +576,4 @@ fn describe(t: Option<Termination>) -> String {
         Some(Termination::LauncherKilled(s)) => format!("launcher killed by signal {s}"),
         None => "unknown end".into(),
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    sandbox::jail::chain(e)
 }
