@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use sandbox::protocol::{Message, Phi, Role, Sampling};
 
+use crate::audit::{self, Action, Actor, AuditError, AuditLog, Entry};
+use crate::chat::Chat;
+use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::confinement_report::{self, ReportError};
-use crate::inference::{self, InferenceHandle, Status, StreamItem, WorkerLaunch};
+use crate::inference::{self, Status, StreamItem, WorkerLaunch};
 use crate::programs::{ProgramError, Programs};
 
 /// The inference worker's program name.
@@ -46,6 +49,8 @@ pub enum DevError {
     SelfTest(String),
     #[error("waiting for a stop signal")]
     Signals(#[source] std::io::Error),
+    #[error("the audit trail")]
+    Audit(#[from] AuditError),
 }
 
 /// Dev-mode settings.
@@ -68,8 +73,17 @@ fn prepare_data_dir(path: &Path) -> Result<(), DevError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)
 }
 
-/// Runs the fixed self-test prompt; returns the reply.
-async fn self_test(h: &InferenceHandle) -> Result<String, DevError> {
+/// Who the self-test runs as, in the audit trail.
+fn self_test_actor() -> Actor {
+    Actor {
+        user_id: Some("phiboxd".into()),
+        user_role: Some("system".into()),
+        ..Actor::default()
+    }
+}
+
+/// Runs the fixed self-test prompt through the audited chat path; returns the reply.
+async fn self_test(chat: &Chat) -> Result<String, DevError> {
     let messages = vec![Message {
         role: Role::User,
         content: Phi(SELF_TEST_PROMPT.into()),
@@ -78,19 +92,49 @@ async fn self_test(h: &InferenceHandle) -> Result<String, DevError> {
         max_tokens: 48,
         ..Sampling::default()
     };
-    let mut stream = h
-        .generate(messages, sampling)
+    let mut stream = chat
+        .start(&self_test_actor(), messages, sampling)
         .await
-        .map_err(|e| DevError::SelfTest(e.to_string()))?;
+        .map_err(|e| DevError::SelfTest(sandbox::error_chain::chain(&e)))?;
     let mut reply = String::new();
     while let Some(item) = stream.next().await {
         match item {
-            StreamItem::Token(t) => reply.push_str(&t.0),
-            StreamItem::Done { .. } => return Ok(reply),
-            StreamItem::Failed(e) => return Err(DevError::SelfTest(e.to_string())),
+            Ok(StreamItem::Token(t)) => reply.push_str(&t.0),
+            Ok(StreamItem::Done { .. }) => return Ok(reply),
+            Ok(StreamItem::Failed(e)) => return Err(DevError::SelfTest(e.to_string())),
+            Err(e) => return Err(DevError::SelfTest(sandbox::error_chain::chain(&e))),
         }
     }
     Ok(reply)
+}
+
+/// Opens the trail in `<data>/audit`, provisioning its secrets on first use (dev mode).
+fn open_audit(data_dir: &Path, say: &mut (dyn FnMut(&str) + Send)) -> Result<AuditLog, DevError> {
+    let mut o = audit::Options::new(data_dir, std::sync::Arc::new(SystemClock));
+    o.provision = true;
+    let (log, opened) = AuditLog::open(o)?;
+    if opened.provisioned {
+        say(&format!(
+            "audit trail provisioned; its seal seed is in {} (dev mode only: on the appliance the \
+             security officer keeps it offline)",
+            data_dir
+                .join("secrets")
+                .join(audit::keys::SEAL_SEED_FILE)
+                .display()
+        ));
+    }
+    if let Some(p) = &opened.torn_moved_to {
+        say(&format!(
+            "audit trail: an interrupted last record was moved to {} and recorded",
+            p.display()
+        ));
+    }
+    say(&format!(
+        "audit trail {} ({} records)",
+        data_dir.join("audit").display(),
+        opened.records
+    ));
+    Ok(log)
 }
 
 /// Runs phibox in dev mode; returns when stopped by SIGINT/SIGTERM (or at once with
@@ -109,6 +153,39 @@ pub async fn run(opts: DevOptions, say: &mut (dyn FnMut(&str) + Send)) -> Result
         "data directory {} (mode 0700)",
         opts.data_dir.display()
     ));
+    let audit = open_audit(&opts.data_dir, say)?;
+    audit
+        .append(
+            Entry::new(Action::Startup)
+                .detail("mode", "dev")
+                .detail("version", env!("CARGO_PKG_VERSION")),
+        )
+        .await?;
+    let result = serve(&opts, say, &audit, &mut term, &mut int).await;
+    let how = match &result {
+        Ok(how) => how.clone(),
+        Err(_) => "error".to_owned(),
+    };
+    let closed = async {
+        audit
+            .append(Entry::new(Action::Shutdown).detail("reason", how))
+            .await?;
+        audit.close().await
+    }
+    .await;
+    result?;
+    closed?;
+    Ok(())
+}
+
+/// Everything after the audit trail is open; returns why it stopped.
+async fn serve(
+    opts: &DevOptions,
+    say: &mut (dyn FnMut(&str) + Send),
+    audit: &AuditLog,
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) -> Result<String, DevError> {
     let model = opts
         .model
         .clone()
@@ -132,6 +209,7 @@ pub async fn run(opts: DevOptions, say: &mut (dyn FnMut(&str) + Send)) -> Result
         extra_args: Vec::new(),
         settings,
         allow_partial_landlock: opts.allow_partial_landlock,
+        audit: Some(audit.clone()),
     };
     let root_entries = launch
         .spec()
@@ -195,7 +273,12 @@ pub async fn run(opts: DevOptions, say: &mut (dyn FnMut(&str) + Send)) -> Result
     for line in lines {
         say(&format!("  - {line}"));
     }
-    let reply = match self_test(&handle).await {
+    let model_name = model
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let chat = Chat::new(handle.clone(), audit.clone(), model_name);
+    let reply = match self_test(&chat).await {
         Ok(r) => r,
         Err(e) => {
             handle.shutdown().await;
@@ -211,7 +294,7 @@ pub async fn run(opts: DevOptions, say: &mut (dyn FnMut(&str) + Send)) -> Result
         crate::notify::stopping();
         handle.shutdown().await;
         say("check complete; stopped");
-        return Ok(());
+        return Ok("check".into());
     }
     tokio::spawn(crate::notify::watchdog(handle.clone()));
     say("phibox is running (no web UI yet); stop with Ctrl-C");
@@ -223,5 +306,5 @@ pub async fn run(opts: DevOptions, say: &mut (dyn FnMut(&str) + Send)) -> Result
     crate::notify::stopping();
     handle.shutdown().await;
     say(&format!("stopped on {name}; the worker has ended"));
-    Ok(())
+    Ok(name.to_owned())
 }

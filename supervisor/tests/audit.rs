@@ -602,3 +602,31 @@ fn prompt_hashes_verify_a_stored_text() {
     assert!(!raw.contains("CKD"), "no prompt text in the trail");
     assert_eq!(r.prompt_length_chars, Some(31));
 }
+
+#[test]
+fn a_torn_copy_left_pending_by_a_crash_is_recorded_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock("2026-05-05T10:00:00Z");
+    let (log, _) = AuditLog::open(options(dir.path(), &c)).unwrap();
+    log.append_blocking(Entry::new(Action::Startup)).unwrap();
+    log.close_blocking().unwrap();
+    // A crash after the torn line was copied and cut, before its record was written.
+    let torn = dir.path().join("audit/torn");
+    fs::create_dir_all(&torn).unwrap();
+    fs::write(
+        torn.join("audit-2026-05.jsonl.120.1.torn.pending"),
+        b"{\"seq\":2,",
+    )
+    .unwrap();
+    let (log, _) = AuditLog::open(options(dir.path(), &c)).unwrap();
+    log.close_blocking().unwrap();
+    let note = records(dir.path())
+        .into_iter()
+        .find(|r| r.action == Action::TornTailRecovered)
+        .expect("recorded");
+    assert_eq!(note.detail["recorded_after_restart"], "true");
+    assert_eq!(note.detail["bytes"], "9");
+    assert!(torn.join("audit-2026-05.jsonl.120.1.torn").exists());
+    assert!(!torn.join("audit-2026-05.jsonl.120.1.torn.pending").exists());
+    assert!(full_verify(dir.path()).intact());
+}

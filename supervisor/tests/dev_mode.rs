@@ -103,6 +103,47 @@ fn check_mode_reports_a_verified_confinement() {
         std::fs::metadata(&data).unwrap().permissions().mode() & 0o777,
         0o700
     );
+    // The run is in the audit trail, sealed at shutdown, and the trail verifies with the seed.
+    assert!(stdout.contains("audit trail provisioned"), "{stdout}");
+    let phibox = std::path::Path::new(PHIBOXD).with_file_name("phibox");
+    let out = Command::new(&phibox)
+        .args(["audit", "verify"])
+        .arg(data.join("audit"))
+        .arg("--seal-key")
+        .arg(data.join("secrets/audit-seal-seed"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(
+        report.contains("1 MAC(s) verified") && report.contains("INTACT"),
+        "{report}"
+    );
+    let trail = std::fs::read_dir(data.join("audit"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect::<String>();
+    let actions: Vec<&str> = trail
+        .lines()
+        .map(|l| {
+            let at = l.find("\"action\":\"").unwrap() + 10;
+            &l[at..at + l[at..].find('"').unwrap()]
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "startup",
+            "chat_request",
+            "chat_response_completed",
+            "shutdown",
+            "seal"
+        ],
+        "{trail}"
+    );
+    assert!(!trail.contains("discharge"), "no prompt text in the trail");
 }
 
 #[test]

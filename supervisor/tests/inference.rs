@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use sandbox::protocol::Finish;
+use supervisor::audit::Action;
 use supervisor::inference::{spawn_manager, InferenceError, Status, StreamItem};
 use support::*;
 
@@ -99,7 +100,9 @@ async fn many_concurrent_callers_each_get_their_own_stream() {
 async fn a_killed_worker_fails_open_requests_clearly_and_is_restarted() {
     require_root();
     let t = tempfile::tempdir().unwrap();
-    let h = spawn_manager(launch("phibox-worker", &tiny_model(t.path()), settings()));
+    let mut l = launch("phibox-worker", &tiny_model(t.path()), settings());
+    l.audit = Some(audit_log(t.path()));
+    let h = spawn_manager(l);
     let pid = ready(&h).await;
     let mut streams = Vec::new();
     for i in 0..3 {
@@ -132,13 +135,29 @@ async fn a_killed_worker_fails_open_requests_clearly_and_is_restarted() {
     assert!(matches!(last, StreamItem::Done { .. }), "{last:?}");
     assert!(!text.is_empty());
     h.shutdown().await;
+    // The crash and the restart are in the audit trail.
+    let events: Vec<(Action, Option<String>)> = audit_records(t.path())
+        .into_iter()
+        .map(|r| (r.action, r.detail.get("kind").cloned()))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            (Action::WorkerCrash, Some("crashed".into())),
+            (Action::WorkerRestart, None)
+        ]
+    );
+    let crash = &audit_records(t.path())[0];
+    assert_eq!(crash.model.as_deref(), Some("tiny.gguf"));
+    assert!(crash.detail["reason"].contains("signal"), "{crash:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_protocol_violation_is_a_worker_fault() {
     require_root();
     let t = tempfile::tempdir().unwrap();
-    let l = launch("phibox-sandbox-probe", &tiny_model(t.path()), settings());
+    let mut l = launch("phibox-sandbox-probe", &tiny_model(t.path()), settings());
+    l.audit = Some(audit_log(t.path()));
     let h = spawn_manager(probe_launch(l));
     let pid = ready(&h).await;
     let mut stream = h.generate(user("x"), fixed(4)).await.unwrap();
@@ -150,6 +169,9 @@ async fn a_protocol_violation_is_a_worker_fault() {
     ready_other_than(&h, pid).await;
     assert!(!std::path::Path::new(&format!("/proc/{pid}/status")).exists());
     h.shutdown().await;
+    let first = &audit_records(t.path())[0];
+    assert_eq!(first.action, Action::WorkerCrash);
+    assert_eq!(first.detail["kind"], "protocol_fault", "{first:?}");
 }
 
 /// The probe as a worker that breaks the protocol at the first request.

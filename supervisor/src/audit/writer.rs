@@ -22,6 +22,8 @@ use super::record::{line_hash, Action, Entry, Record, GENESIS};
 use super::segment::{self, Month, Segment};
 use crate::clock::Clock;
 
+/// Where torn last lines are kept, under the audit directory.
+pub const TORN_DIR: &str = "torn";
 /// Most entries one group commit takes.
 const MAX_GROUP: usize = 4096;
 /// The longest the writer sleeps before looking at the clock again.
@@ -291,6 +293,7 @@ impl AuditLog {
             last_seal: now,
             failed: false,
         };
+        writer.record_leftover_pending()?;
         if let Some((seg, offset, bytes)) = torn {
             opened.torn_moved_to = Some(writer.move_torn_aside(&seg, offset, &bytes)?);
         }
@@ -553,25 +556,29 @@ impl Writer {
         Ok(())
     }
 
-    /// Copies a torn last line to `audit/torn/`, cuts it from the segment and records that.
+    /// Copies a torn last line to `audit/torn/` (as `.pending`), cuts it from the segment,
+    /// records that, and only then drops the `.pending` suffix: a crash anywhere in between
+    /// leaves either the torn line in place or a pending copy that the next start records.
     fn move_torn_aside(
         &mut self,
         seg: &Segment,
         offset: u64,
         bytes: &[u8],
     ) -> Result<PathBuf, AuditError> {
-        let dir = self.opts.dir.join("torn");
+        let dir = self.opts.dir.join(TORN_DIR);
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let stamp = self.opts.clock.now().as_millisecond();
         let aside = dir.join(format!("{}.{offset}.{stamp}.torn", seg.name()));
+        let pending = aside.with_extension("torn.pending");
         let mut f = OpenOptions::new()
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(true)
             .mode(0o400)
-            .open(&aside)
-            .map_err(io_err(&aside))?;
-        f.write_all(bytes).map_err(io_err(&aside))?;
-        f.sync_all().map_err(io_err(&aside))?;
+            .open(&pending)
+            .map_err(io_err(&pending))?;
+        f.write_all(bytes).map_err(io_err(&pending))?;
+        f.sync_all().map_err(io_err(&pending))?;
         sync_dir(&dir)?;
         let file = OpenOptions::new()
             .write(true)
@@ -580,10 +587,38 @@ impl Writer {
         file.set_len(offset).map_err(io_err(&seg.path))?;
         file.sync_all().map_err(io_err(&seg.path))?;
         drop(file);
-        let entry = Entry::new(Action::TornTailRecovered)
-            .detail("segment", seg.name())
-            .detail("offset", offset.to_string())
-            .detail("bytes", bytes.len().to_string())
+        self.record_torn(&pending, Some((seg, offset)), bytes.len() as u64)
+    }
+
+    /// Records a `.pending` torn copy a crash left unrecorded (found at start-up).
+    fn record_leftover_pending(&mut self) -> Result<(), AuditError> {
+        let dir = self.opts.dir.join(TORN_DIR);
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        let mut pending: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "pending"))
+            .collect();
+        pending.sort();
+        for p in pending {
+            let len = fs::metadata(&p).map_err(io_err(&p))?.len();
+            self.record_torn(&p, None, len)?;
+        }
+        Ok(())
+    }
+
+    /// Appends the `torn_tail_recovered` record for a pending copy, then renames it final.
+    fn record_torn(
+        &mut self,
+        pending: &Path,
+        cut: Option<(&Segment, u64)>,
+        len: u64,
+    ) -> Result<PathBuf, AuditError> {
+        let aside = pending.with_extension("");
+        let mut entry = Entry::new(Action::TornTailRecovered)
+            .detail("bytes", len.to_string())
             .detail(
                 "moved_to",
                 aside
@@ -592,11 +627,21 @@ impl Writer {
                     .display()
                     .to_string(),
             );
+        match cut {
+            Some((seg, offset)) => {
+                entry = entry
+                    .detail("segment", seg.name())
+                    .detail("offset", offset.to_string());
+            }
+            None => entry = entry.detail("recorded_after_restart", "true"),
+        }
         let now = self.opts.clock.now();
         let mut buf = Vec::new();
         self.switch_month(Month::of(now), &mut buf)?;
         self.push(entry, now, &mut buf);
         self.write_and_sync(&buf)?;
+        fs::rename(pending, &aside).map_err(io_err(&aside))?;
+        sync_dir(aside.parent().unwrap_or(&self.opts.dir))?;
         Ok(aside)
     }
 }

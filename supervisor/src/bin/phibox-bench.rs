@@ -152,6 +152,7 @@ async fn ours(model: &Path, args: &Args) -> Result<Ours> {
         extra_args: vec![],
         settings,
         allow_partial_landlock: false,
+        audit: None,
     });
     let status = tokio::time::timeout(
         Duration::from_secs(300),

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::backoff::Backoff;
 use super::handle::{Command, InferenceError, InferenceHandle, Status, StreamItem, TokenStream};
 use super::link::{Link, Received};
+use crate::audit::{Action, AuditLog, Entry};
 use crate::config::WorkerSection;
 
 /// Where the model appears inside the sandbox.
@@ -32,6 +33,8 @@ pub struct WorkerLaunch {
     pub extra_args: Vec<String>,
     pub settings: WorkerSection,
     pub allow_partial_landlock: bool,
+    /// Where worker crashes and restarts are recorded (the journal always gets them).
+    pub audit: Option<AuditLog>,
 }
 
 impl WorkerLaunch {
@@ -184,6 +187,7 @@ impl Manager {
                     .flatten();
                     crate::reaper::unregister(launcher);
                     self.after_exit(&exit, ended);
+                    self.record_exit(&exit, ended).await;
                     match exit {
                         // Dying before it was ready is a failure to load the model (a crash in
                         // llama.cpp's loader, say): report it like one.
@@ -196,7 +200,9 @@ impl Manager {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start the inference worker");
-                    Exit::LoadFailed(e)
+                    let exit = Exit::LoadFailed(e);
+                    self.record_exit(&exit, None).await;
+                    exit
                 }
             };
             self.ready = false;
@@ -229,6 +235,10 @@ impl Manager {
                 delay_ms = delay.as_millis() as u64,
                 "restarting the inference worker after a delay"
             );
+            self.record(
+                Entry::new(Action::WorkerRestart).detail("delay_ms", delay.as_millis().to_string()),
+            )
+            .await;
             if !self.wait(delay).await {
                 break;
             }
@@ -271,6 +281,40 @@ impl Manager {
         })
         .await
         .map_err(|e| format!("spawn task: {e}"))?
+    }
+
+    /// Appends to the audit trail, if there is one; a failure is logged (the journal has the
+    /// event either way).
+    async fn record(&self, entry: Entry) {
+        if let Some(audit) = &self.launch.audit {
+            if let Err(e) = audit.append(entry).await {
+                tracing::error!(error = %chain(&e), "cannot record a worker event in the audit trail");
+            }
+        }
+    }
+
+    /// Records an unplanned end of a worker (crash, fault, failed load) in the audit trail.
+    async fn record_exit(&self, exit: &Exit, ended: Option<Termination>) {
+        let (kind, reason) = match exit {
+            Exit::Closed if self.ready => ("crashed", describe(ended)),
+            Exit::Closed => ("ended_while_loading", describe(ended)),
+            Exit::Fault(why) => ("protocol_fault", why.clone()),
+            Exit::LoadFailed(why) => ("load_failed", why.chars().take(300).collect()),
+            Exit::Shutdown | Exit::Replaced => return,
+        };
+        let model = self
+            .launch
+            .model
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.record(
+            Entry::new(Action::WorkerCrash)
+                .model(model)
+                .detail("kind", kind)
+                .detail("reason", reason),
+        )
+        .await;
     }
 
     /// Logs the end of an incarnation and fails its open requests.

@@ -41,6 +41,7 @@ pub fn launch(program: &str, model: &Path, settings: WorkerSection) -> WorkerLau
         extra_args: Vec::new(),
         settings,
         allow_partial_landlock: false,
+        audit: None,
     }
 }
 
@@ -85,4 +86,34 @@ pub async fn complete(h: &InferenceHandle, prompt: &str, s: Sampling) -> (String
             last => return (text, last),
         }
     }
+}
+
+/// A provisioned audit trail in `dir` (real clock).
+pub fn audit_log(dir: &Path) -> supervisor::audit::AuditLog {
+    let mut o =
+        supervisor::audit::Options::new(dir, std::sync::Arc::new(supervisor::clock::SystemClock));
+    o.provision = true;
+    supervisor::audit::AuditLog::open(o).unwrap().0
+}
+
+/// Every record of the trail in `dir`, in order.
+pub fn audit_records(dir: &Path) -> Vec<supervisor::audit::Record> {
+    let mut out = Vec::new();
+    for seg in supervisor::audit::segment::list(&dir.join("audit")).unwrap() {
+        for (_, line) in supervisor::audit::segment::read(&seg.path).unwrap().lines {
+            out.push(supervisor::audit::Record::parse(&line).unwrap());
+        }
+    }
+    out
+}
+
+/// Every byte under the audit directory, as text (to search for what must not be there).
+pub fn audit_bytes(dir: &Path) -> String {
+    let mut all = String::new();
+    for e in std::fs::read_dir(dir.join("audit")).unwrap().flatten() {
+        if e.path().is_file() {
+            all.push_str(&String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()));
+        }
+    }
+    all
 }
