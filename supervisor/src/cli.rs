@@ -93,6 +93,11 @@ pub fn main() -> i32 {
             } else {
                 println!("tail: not checked (no seal state): a cut tail would pass");
             }
+            if let Some(seq) = report.starts_after_export {
+                println!(
+                    "the trail starts at seq {seq}: older segments left through a recorded export"
+                );
+            }
             if report.unsealed_tail > 0 {
                 println!(
                     "{} record(s) after the last seal are chained but not yet sealed",

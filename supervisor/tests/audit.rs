@@ -18,15 +18,18 @@ use supervisor::audit::{
     verify, Action, Actor, AuditError, AuditLog, DamageKind, Entry, Options, Record, Report,
     SealKey, VerifyOptions,
 };
-use supervisor::clock::ManualClock;
+use supervisor::clock::{Clock, ManualClock};
 
 fn clock(at: &str) -> Arc<ManualClock> {
     Arc::new(ManualClock::new(at.parse().unwrap()))
 }
 
+/// Options for tests that play an intruder rewriting closed segments: without the append-only
+/// attribute (which only the retention test below keeps on).
 fn options(data: &Path, clock: &Arc<ManualClock>) -> Options {
     let mut o = Options::new(data, clock.clone());
     o.provision = true;
+    o.append_only = false;
     o
 }
 
@@ -629,4 +632,159 @@ fn a_torn_copy_left_pending_by_a_crash_is_recorded_at_the_next_start() {
     assert!(torn.join("audit-2026-05.jsonl.120.1.torn").exists());
     assert!(!torn.join("audit-2026-05.jsonl.120.1.torn.pending").exists());
     assert!(full_verify(dir.path()).intact());
+}
+
+#[test]
+fn a_stored_transcript_is_checked_against_the_sessions_keyed_hashes() {
+    use supervisor::audit::transcript::{check, Turn};
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock("2026-05-05T10:00:00Z");
+    let (log, _) = AuditLog::open(options(dir.path(), &c)).unwrap();
+    let key = log.hash_key();
+    let turns = [
+        (
+            "Summarise: 71M, NSTEMI, PCI to LAD",
+            "71-year-old man with NSTEMI…",
+        ),
+        ("Draft the discharge letter", "Dear colleague, …"),
+    ];
+    for (session, (user, response)) in ["other", "s-7", "s-7"]
+        .iter()
+        .zip([turns[0], turns[0], turns[1]].iter())
+    {
+        let actor = Actor {
+            session_id: Some((*session).into()),
+            ..nurse()
+        };
+        let req = log
+            .append_blocking(
+                Entry::new(Action::ChatRequest)
+                    .actor(&actor)
+                    .prompt(key, &Phi((*user).into())),
+            )
+            .unwrap();
+        log.append_blocking(
+            Entry::new(Action::ChatResponseCompleted)
+                .actor(&actor)
+                .response(key, &Phi((*response).into()))
+                .detail("request_seq", req.seq.to_string()),
+        )
+        .unwrap();
+    }
+    log.close_blocking().unwrap();
+    let rs = supervisor::audit::reader::records(&dir.path().join("audit"), None, None).unwrap();
+    let transcript = |t: &[(&str, &str)]| -> Vec<Turn> {
+        t.iter()
+            .map(|(u, r)| Turn {
+                user: Phi((*u).into()),
+                response: Phi((*r).into()),
+            })
+            .collect()
+    };
+    let ok = check(log.hash_key(), "s-7", &transcript(&turns), &rs);
+    assert!(ok.matches(), "{ok:?}");
+    assert_eq!(ok.turns[0].request_seq, Some(2));
+    assert_eq!(ok.turns[1].response_seq, Some(5));
+    // An edited response, a missing turn, another session's text.
+    let edited = check(
+        log.hash_key(),
+        "s-7",
+        &transcript(&[
+            turns[0],
+            ("Draft the discharge letter", "Dear colleague, (edited)"),
+        ]),
+        &rs,
+    );
+    assert!(!edited.matches());
+    assert!(edited.turns[1].user_matches && !edited.turns[1].response_matches);
+    let short = check(log.hash_key(), "s-7", &transcript(&turns[..1]), &rs);
+    assert!(!short.matches());
+    assert_eq!(short.unmatched_requests, vec![4]);
+    assert!(!check(log.hash_key(), "other", &transcript(&turns), &rs).matches());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_younger_than_six_years_leaves_and_an_export_keeps_the_trail_verifiable() {
+    use supervisor::audit::retention::{export_oldest, Retention, RetentionError};
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock("2019-01-10T09:00:00Z");
+    let mut o = options(dir.path(), &c);
+    o.append_only = true;
+    let (log, _) = AuditLog::open(o).unwrap();
+    log.append(Entry::new(Action::Startup)).await.unwrap();
+    log.append(Entry::new(Action::LoginSuccess).actor(&nurse()))
+        .await
+        .unwrap();
+    c.set("2019-02-10T09:00:00Z".parse().unwrap());
+    log.append(Entry::new(Action::Logout).actor(&nurse()))
+        .await
+        .unwrap();
+    c.set("2025-01-20T09:00:00Z".parse().unwrap());
+    log.append(Entry::new(Action::LoginSuccess).actor(&nurse()))
+        .await
+        .unwrap();
+    let audit = dir.path().join("audit");
+    let jan = audit.join("audit-2019-01.jsonl");
+
+    // Closed segments are append-only: not even root deletes them without clearing it first.
+    let lsattr = Command::new("lsattr").arg(&jan).output().unwrap();
+    let attrs = String::from_utf8_lossy(&lsattr.stdout);
+    assert!(
+        attrs.split_whitespace().next().unwrap_or("").contains('a'),
+        "closed segment without the append-only attribute: {attrs}"
+    );
+    assert_eq!(
+        fs::remove_file(&jan).unwrap_err().raw_os_error(),
+        Some(nix::libc::EPERM)
+    );
+
+    assert!(matches!(
+        Retention::new(5, false),
+        Err(RetentionError::BelowMinimum(5))
+    ));
+    assert_eq!(Retention::new(5, true).unwrap().years(), 5);
+    let six = Retention::default();
+    assert_eq!(six.years(), 6);
+    let archive = dir.path().join("archive");
+    // Six years after January 2019 ends is 2025-02-01: not yet.
+    let early = export_oldest(&log, &audit, &archive, &six, c.now()).await;
+    assert!(
+        matches!(early, Err(RetentionError::TooYoung { .. })),
+        "{early:?}"
+    );
+    assert!(jan.exists());
+
+    c.set("2025-02-01T00:00:00Z".parse().unwrap());
+    let done = export_oldest(&log, &audit, &archive, &six, c.now())
+        .await
+        .unwrap();
+    assert_eq!(done.segment, "audit-2019-01.jsonl");
+    assert_eq!(done.records, 3, "two records and the rotation seal");
+    assert!(!jan.exists());
+    assert!(archive.join("audit-2019-01.jsonl").exists());
+    // February 2019 is not releasable before March 2025.
+    assert!(matches!(
+        export_oldest(&log, &audit, &archive, &six, c.now()).await,
+        Err(RetentionError::TooYoung { .. })
+    ));
+    log.close().await.unwrap();
+    let report = full_verify(dir.path());
+    assert!(report.intact(), "{report:?}");
+    assert_eq!(report.starts_after_export, Some(3));
+    let export = records(dir.path())
+        .into_iter()
+        .find(|r| r.action == Action::AuditExport)
+        .unwrap();
+    assert_eq!(export.detail["segment"], "audit-2019-01.jsonl");
+    assert_eq!(export.detail["retention_years"], "6");
+
+    // A segment removed without an export record is a missing start.
+    let feb = audit.join("audit-2019-02.jsonl");
+    supervisor::audit::attr::clear_append_only(&feb).unwrap();
+    fs::remove_file(&feb).unwrap();
+    let d = full_verify(dir.path()).damage.unwrap();
+    assert_eq!(d.kind, DamageKind::MissingStart, "{d}");
+    for e in fs::read_dir(&audit).unwrap().flatten() {
+        let _ = supervisor::audit::attr::clear_append_only(&e.path());
+    }
 }

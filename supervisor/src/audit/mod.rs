@@ -2,9 +2,13 @@
 //! hash-chained across monthly segments and sealed with forward-secure keys (see
 //! docs/audit.md). Used by every other part of the supervisor through [`AuditLog`].
 
+pub mod attr;
 pub mod keys;
+pub mod reader;
 pub mod record;
+pub mod retention;
 pub mod segment;
+pub mod transcript;
 pub mod verify;
 pub mod writer;
 

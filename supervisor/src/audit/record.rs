@@ -41,6 +41,9 @@ pub enum Action {
     Startup,
     Shutdown,
     UnlockFailure,
+    /// A closed segment older than the retention period copied out and removed (`detail`
+    /// carries what the verifier needs to start the trail after it).
+    AuditExport,
     /// A torn last line found at start-up and moved aside (`detail` says where).
     TornTailRecovered,
     Seal,
@@ -176,6 +179,13 @@ impl Entry {
     pub fn detail(mut self, key: &str, value: impl Into<String>) -> Entry {
         self.detail.insert(key.to_owned(), value.into());
         self
+    }
+
+    /// The line this entry would be stored as (placeholder seq, time and prev of the real
+    /// sizes): for benchmarks that compare against writing lines of the same length.
+    pub fn into_record_for_size(self) -> String {
+        self.into_record(1_000_000, "2026-12-01T00:00:00.000Z".into(), GENESIS.into())
+            .to_line()
     }
 
     pub(crate) fn into_record(self, seq: u64, timestamp: String, prev: String) -> Record {

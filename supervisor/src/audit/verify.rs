@@ -106,6 +106,8 @@ pub struct Report {
     pub unsealed_tail: u64,
     /// Whether the tail was checked against the seal state.
     pub tail_checked: bool,
+    /// The trail starts at this seq after an audited export of older segments.
+    pub starts_after_export: Option<u64>,
     pub damage: Option<Damage>,
 }
 
@@ -244,6 +246,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Report {
         }
     };
     report.segments = segments.len();
+    let anchors = export_anchors(&segments);
     let mut walk = Walk {
         next_seq: 0,
         prev: GENESIS.to_owned(),
@@ -266,6 +269,23 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Report {
                 .iter()
                 .map(|(_, l)| Record::parse(l))
                 .collect();
+            // The first record of a trail whose older segments were exported (and recorded).
+            if let (0, Some(Ok(r))) = (k, parsed.first()) {
+                if let Some(a) = anchors
+                    .iter()
+                    .find(|a| r.seq > 0 && a.next_seq == r.seq && a.next_prev == r.prev)
+                {
+                    walk.next_seq = a.next_seq;
+                    walk.prev = a.next_prev.clone();
+                    walk.seals = a.next_seal_index;
+                    walk.last_seal_seq = Some(a.next_seq - 1);
+                    walk.key = opts
+                        .seed
+                        .as_ref()
+                        .and_then(|s| s.advanced_to(a.next_seal_index));
+                    report.starts_after_export = Some(a.next_seq);
+                }
+            }
             for (i, r) in parsed.iter().enumerate() {
                 let r = match r {
                     Ok(r) => r,
@@ -312,6 +332,44 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Report {
     }
     report.damage = check_tail(&walk, opts, &mut report);
     report
+}
+
+/// Where the trail may start after an audited export.
+struct Anchor {
+    next_seq: u64,
+    next_prev: String,
+    next_seal_index: u64,
+}
+
+/// The `audit_export` records anywhere in the trail (they are checked in the walk like any
+/// record; here they only say where a trail without its oldest segments may start).
+fn export_anchors(segments: &[segment::Segment]) -> Vec<Anchor> {
+    const MARK: &[u8] = b"\"action\":\"audit_export\"";
+    let mut out = Vec::new();
+    for seg in segments {
+        let Ok(content) = segment::read(&seg.path) else {
+            continue;
+        };
+        for (_, line) in &content.lines {
+            if !line.windows(MARK.len()).any(|w| w == MARK) {
+                continue;
+            }
+            let Ok(r) = Record::parse(line) else { continue };
+            let num = |k: &str| r.detail.get(k).and_then(|v| v.parse().ok());
+            if let (Some(next_seq), Some(next_prev), Some(next_seal_index)) = (
+                num("next_seq"),
+                r.detail.get("next_prev").cloned(),
+                num("next_seal_index"),
+            ) {
+                out.push(Anchor {
+                    next_seq,
+                    next_prev,
+                    next_seal_index,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Compares the trail's last seal with the box's seal key.

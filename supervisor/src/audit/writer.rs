@@ -81,6 +81,9 @@ pub struct Options {
     pub provision: bool,
     pub seal_interval: SignedDuration,
     pub clock: Arc<dyn Clock>,
+    /// Set the append-only attribute on closed segments (`chattr +a`). Only tests that play an
+    /// intruder rewriting closed segments turn it off.
+    pub append_only: bool,
 }
 
 impl std::fmt::Debug for Options {
@@ -90,6 +93,7 @@ impl std::fmt::Debug for Options {
             .field("secrets", &self.secrets)
             .field("provision", &self.provision)
             .field("seal_interval", &self.seal_interval)
+            .field("append_only", &self.append_only)
             .finish_non_exhaustive()
     }
 }
@@ -102,6 +106,7 @@ impl Options {
             provision: false,
             seal_interval: SignedDuration::from_mins(15),
             clock,
+            append_only: true,
         }
     }
 }
@@ -503,6 +508,19 @@ impl Writer {
                     let path = self.opts.dir.join(old.file_name());
                     fs::set_permissions(&path, fs::Permissions::from_mode(0o400))
                         .map_err(io_err(&path))?;
+                    if self.opts.append_only {
+                        match super::attr::set_append_only(&path) {
+                            Ok(super::attr::Outcome::Set) => {}
+                            Ok(super::attr::Outcome::Unsupported) => tracing::warn!(
+                                segment = %path.display(),
+                                "no append-only attribute on this filesystem; the closed segment is read-only only"
+                            ),
+                            Err(e) => tracing::warn!(
+                                error = %e,
+                                "closed audit segment left without the append-only attribute"
+                            ),
+                        }
+                    }
                 }
             }
             None => {}
