@@ -36,6 +36,121 @@ enum AuditCommand {
         #[arg(long)]
         state: Option<PathBuf>,
     },
+    /// Reports off-hours use, large prompts, unexpected departments, failed logins and
+    /// lockouts, break-glass uses, USB events and worker crashes in a period.
+    Review {
+        dir: PathBuf,
+        /// Start: a date (midnight in --tz) or an RFC 3339 time.
+        #[arg(long)]
+        since: String,
+        /// End (exclusive; default: now).
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Working hours, e.g. 7-19.
+        #[arg(long, default_value = "7-19")]
+        hours: String,
+        /// Count weekends as working days.
+        #[arg(long)]
+        weekends: bool,
+        /// The clinic's time zone (IANA name).
+        #[arg(long, default_value = "UTC")]
+        tz: String,
+        /// Prompts longer than this (characters) are always reported.
+        #[arg(long, default_value_t = 20_000)]
+        large_prompt: u64,
+        /// A department expected to use the box (repeat); others are reported.
+        #[arg(long = "department")]
+        departments: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Text,
+    Csv,
+    Json,
+}
+
+/// Days of history before `--since` that feed each user's prompt-size baseline.
+const BASELINE_DAYS: i64 = 90;
+
+fn parse_time(s: &str, tz: &jiff::tz::TimeZone) -> Result<jiff::Timestamp, String> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    let d: jiff::civil::Date = s
+        .parse()
+        .map_err(|_| format!("{s:?} is neither a date (2026-11-01) nor an RFC 3339 time"))?;
+    d.to_zoned(tz.clone())
+        .map(|z| z.timestamp())
+        .map_err(|e| e.to_string())
+}
+
+#[allow(clippy::too_many_arguments, clippy::print_stdout, clippy::print_stderr)]
+fn review(
+    dir: &std::path::Path,
+    since: &str,
+    until: Option<&str>,
+    format: Format,
+    hours: &str,
+    weekends: bool,
+    tz: &str,
+    large_prompt: u64,
+    departments: Vec<String>,
+) -> i32 {
+    let fail = |m: String| {
+        eprintln!("phibox: {m}");
+        2
+    };
+    let zone = match jiff::tz::TimeZone::get(tz) {
+        Ok(z) => z,
+        Err(e) => return fail(format!("time zone {tz:?}: {e}")),
+    };
+    let (since, until) = match (
+        parse_time(since, &zone),
+        until.map_or(Ok(jiff::Timestamp::now()), |u| parse_time(u, &zone)),
+    ) {
+        (Ok(s), Ok(u)) if s < u => (s, u),
+        (Ok(_), Ok(_)) => return fail("--since must be before --until".into()),
+        (Err(e), _) | (_, Err(e)) => return fail(e),
+    };
+    let Some((start, end)) = hours
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<i8>().ok()?, b.trim().parse::<i8>().ok()?)))
+        .filter(|(a, b)| (0..24).contains(a) && (1..=24).contains(b) && a < b)
+    else {
+        return fail(format!(
+            "--hours {hours:?}: expected START-END such as 7-19"
+        ));
+    };
+    let mut opts = crate::audit::review::ReviewOptions::new(since, until);
+    opts.work_start_hour = start;
+    opts.work_end_hour = end;
+    opts.weekends_off = !weekends;
+    opts.time_zone = zone;
+    opts.large_prompt_chars = large_prompt;
+    if !departments.is_empty() {
+        opts.expected_departments = Some(departments.into_iter().collect());
+    }
+    let from = since
+        .checked_sub(jiff::SignedDuration::from_hours(24 * BASELINE_DAYS))
+        .unwrap_or(since);
+    let records = match crate::audit::reader::records(dir, Some(from), Some(until)) {
+        Ok(r) => r,
+        Err(e) => return fail(sandbox::error_chain::chain(&e)),
+    };
+    let report = crate::audit::review::review(&records, &opts);
+    print!(
+        "{}",
+        match format {
+            Format::Text => report.to_text(),
+            Format::Csv => report.to_csv(),
+            Format::Json => report.to_json() + "\n",
+        }
+    );
+    0
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
@@ -48,6 +163,27 @@ pub fn main() -> i32 {
         }
     };
     match cli.command {
+        Top::Audit(AuditCommand::Review {
+            dir,
+            since,
+            until,
+            format,
+            hours,
+            weekends,
+            tz,
+            large_prompt,
+            departments,
+        }) => review(
+            &dir,
+            &since,
+            until.as_deref(),
+            format,
+            &hours,
+            weekends,
+            &tz,
+            large_prompt,
+            departments,
+        ),
         Top::Audit(AuditCommand::Verify {
             dir,
             seal_key,

@@ -788,3 +788,149 @@ async fn nothing_younger_than_six_years_leaves_and_an_export_keeps_the_trail_ver
         let _ = supervisor::audit::attr::clear_append_only(&e.path());
     }
 }
+
+#[test]
+fn the_review_reports_what_the_guide_asks_to_look_for() {
+    use supervisor::audit::review::{review, FindingKind, ReviewOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let c = clock("2026-10-26T10:00:00Z"); // the Monday before: baseline only
+    let (log, _) = AuditLog::open(options(dir.path(), &c)).unwrap();
+    let key_chat = |actor: &Actor, chars: usize| {
+        log.append_blocking(
+            Entry::new(Action::ChatRequest)
+                .actor(actor)
+                .prompt(log.hash_key(), &Phi("x".repeat(chars))),
+        )
+        .unwrap()
+        .seq
+    };
+    let at = |t: &str| c.set(t.parse().unwrap());
+    let jsmith = nurse();
+    let adoe = Actor {
+        user_id: Some("adoe".into()),
+        ..nurse()
+    };
+    let biller = Actor {
+        user_id: Some("bbill".into()),
+        department: Some("billing".into()),
+        ..nurse()
+    };
+    at("2026-10-26T03:00:00Z");
+    key_chat(&jsmith, 800); // off-hours, but before the period
+    for i in 0..6 {
+        at(&format!("2026-11-02T10:{:02}:00Z", i * 5));
+        key_chat(&jsmith, 780 + i * 10);
+    }
+    at("2026-11-02T10:40:00Z");
+    let big_for_him = key_chat(&jsmith, 4000);
+    at("2026-11-02T11:00:00Z");
+    let absolute = key_chat(&adoe, 25_000);
+    at("2026-11-03T02:30:00Z");
+    let night = key_chat(&jsmith, 800);
+    at("2026-11-04T09:00:00Z");
+    let billing = key_chat(&biller, 500);
+    let mut add = |e: Entry| log.append_blocking(e).unwrap().seq;
+    let failed = add(Entry::new(Action::LoginFailure)
+        .actor(&adoe)
+        .detail("reason", "bad_password"));
+    let lockout = add(Entry::new(Action::Lockout).actor(&adoe));
+    let glass = add(Entry::new(Action::BreakGlassLogin).actor(&Actor {
+        user_id: Some("emergency1".into()),
+        ..Actor::default()
+    }));
+    let usb = add(Entry::new(Action::UsbInserted)
+        .detail("vendor", "0781")
+        .detail("product", "5581")
+        .detail("serial", "4C530001"));
+    let crash = add(Entry::new(Action::WorkerCrash).detail("kind", "crashed"));
+    at("2026-11-07T11:00:00Z"); // a Saturday
+    let saturday = add(Entry::new(Action::LoginSuccess).actor(&jsmith));
+    at("2026-11-10T11:00:00Z");
+    add(Entry::new(Action::LoginFailure).actor(&adoe)); // after the period
+    log.close_blocking().unwrap();
+
+    let rs = supervisor::audit::reader::records(&dir.path().join("audit"), None, None).unwrap();
+    let mut opts = ReviewOptions::new(
+        "2026-11-02T00:00:00Z".parse().unwrap(),
+        "2026-11-09T00:00:00Z".parse().unwrap(),
+    );
+    opts.expected_departments = Some(
+        ["internal_medicine", "nursing"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    );
+    let report = review(&rs, &opts);
+    let got: Vec<(FindingKind, u64)> = report.findings.iter().map(|f| (f.kind, f.seq)).collect();
+    let mut want = vec![
+        (FindingKind::LargePrompt, big_for_him),
+        (FindingKind::LargePrompt, absolute),
+        (FindingKind::OffHours, night),
+        (FindingKind::UnexpectedDepartment, billing),
+        (FindingKind::FailedLogin, failed),
+        (FindingKind::Lockout, lockout),
+        (FindingKind::BreakGlass, glass),
+        (FindingKind::UsbEvent, usb),
+        (FindingKind::WorkerCrash, crash),
+        (FindingKind::OffHours, saturday),
+    ];
+    want.sort_by_key(|(_, s)| *s);
+    let mut got_sorted = got.clone();
+    got_sorted.sort_by_key(|(_, s)| *s);
+    assert_eq!(got_sorted, want, "{:#?}", report.findings);
+    let why = |seq| &report.findings.iter().find(|f| f.seq == seq).unwrap().why;
+    assert!(
+        why(big_for_him).contains("this user's median"),
+        "{}",
+        why(big_for_him)
+    );
+    assert!(why(absolute).contains("absolute threshold"));
+    assert!(why(usb).contains("serial 4C530001"));
+
+    // The command line, in its three formats.
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_phibox"));
+    let run = |format: &str| {
+        let out = Command::new(&bin)
+            .args(["audit", "review"])
+            .arg(dir.path().join("audit"))
+            .args([
+                "--since",
+                "2026-11-02",
+                "--until",
+                "2026-11-09",
+                "--department",
+                "internal_medicine",
+                "--department",
+                "nursing",
+                "--format",
+                format,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run("text");
+    assert!(
+        text.contains("10 finding(s)") && text.contains("Break-glass uses (1)"),
+        "{text}"
+    );
+    let csv = run("csv");
+    assert_eq!(csv.lines().count(), 11, "{csv}");
+    assert!(csv.starts_with("kind,seq,timestamp,action,user_id"));
+    let json: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
+    assert_eq!(json["findings"].as_array().unwrap().len(), 10);
+    assert_eq!(json["counts"]["off_hours"], 2);
+    // Bad input is refused with exit code 2.
+    let out = Command::new(&bin)
+        .args(["audit", "review"])
+        .arg(dir.path().join("audit"))
+        .args(["--since", "last week"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

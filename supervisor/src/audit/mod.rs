@@ -7,6 +7,7 @@ pub mod keys;
 pub mod reader;
 pub mod record;
 pub mod retention;
+pub mod review;
 pub mod segment;
 pub mod transcript;
 pub mod verify;
