@@ -829,7 +829,7 @@ fn the_review_reports_what_the_guide_asks_to_look_for() {
     let night = key_chat(&jsmith, 800);
     at("2026-11-04T09:00:00Z");
     let billing = key_chat(&biller, 500);
-    let mut add = |e: Entry| log.append_blocking(e).unwrap().seq;
+    let add = |e: Entry| log.append_blocking(e).unwrap().seq;
     let failed = add(Entry::new(Action::LoginFailure)
         .actor(&adoe)
         .detail("reason", "bad_password"));
