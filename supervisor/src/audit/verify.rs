@@ -76,7 +76,7 @@ impl std::fmt::Display for Damage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "first bad seq {}: {}", self.seq, self.kind.name())?;
         if let Some(s) = &self.segment {
-            write!(f, " ({}", s.display())?;
+            write!(f, " (found at {}", s.display())?;
             if let Some(l) = self.line {
                 write!(f, " line {l}")?;
             }
@@ -160,10 +160,14 @@ impl Walk {
             return Err(damage(
                 DamageKind::Missing,
                 expected,
-                format!(
-                    "seq {expected}..{} missing (a deleted record or segment)",
-                    r.seq - 1
-                ),
+                if r.seq - 1 == expected {
+                    format!("seq {expected} missing (a deleted record)")
+                } else {
+                    format!(
+                        "seq {expected}..{} missing (deleted records or a deleted segment)",
+                        r.seq - 1
+                    )
+                },
             ));
         }
         if r.prev != self.prev {
