@@ -47,7 +47,7 @@ fn full_verify(data: &Path) -> Report {
 fn records(data: &Path) -> Vec<Record> {
     let mut out = Vec::new();
     for seg in supervisor::audit::segment::list(&data.join("audit")).unwrap() {
-        for (_, line) in supervisor::audit::segment::read(&seg.path).unwrap().lines {
+        for (_, line) in supervisor::audit::segment::read(&seg).unwrap().lines {
             out.push(Record::parse(&line).unwrap());
         }
     }
@@ -293,7 +293,7 @@ fn load(data: &Path) -> Vec<(PathBuf, Vec<Vec<u8>>)> {
         .unwrap()
         .into_iter()
         .map(|s| {
-            let lines = supervisor::audit::segment::read(&s.path)
+            let lines = supervisor::audit::segment::read(&s)
                 .unwrap()
                 .lines
                 .into_iter()
@@ -933,4 +933,43 @@ fn the_review_reports_what_the_guide_asks_to_look_for() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn compressed_closed_segments_verify_and_damage_inside_them_is_found() {
+    use std::io::{Read, Write};
+    use supervisor::audit::retention::compress_closed;
+    let dir = tempfile::tempdir().unwrap();
+    corpus(dir.path());
+    let audit = dir.path().join("audit");
+    // An interrupted earlier run left a bogus compressed copy beside January: ignored.
+    fs::write(audit.join("audit-2026-01.jsonl.gz"), b"not gzip").unwrap();
+    assert!(full_verify(dir.path()).intact());
+    let done = compress_closed(&audit).unwrap();
+    assert_eq!(done, ["audit-2026-01.jsonl", "audit-2026-02.jsonl"]);
+    assert!(!audit.join("audit-2026-01.jsonl").exists());
+    assert!(audit.join("audit-2026-01.jsonl.gz").exists());
+    assert!(
+        audit.join("audit-2026-03.jsonl").exists(),
+        "the open segment stays"
+    );
+    let report = full_verify(dir.path());
+    assert!(report.intact(), "{report:?}");
+    assert_eq!(report.records, 15);
+    // A record changed inside a compressed segment (and recompressed) is still found.
+    let gz = audit.join("audit-2026-02.jsonl.gz");
+    supervisor::audit::attr::clear_append_only(&gz).unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(fs::File::open(&gz).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(text.replacen("jsmith", "jsmitH", 1).as_bytes())
+        .unwrap();
+    fs::write(&gz, enc.finish().unwrap()).unwrap();
+    let d = full_verify(dir.path()).damage.unwrap();
+    assert_eq!((d.kind, d.seq), (DamageKind::Modified, 9), "{d}");
+    for e in fs::read_dir(&audit).unwrap().flatten() {
+        let _ = supervisor::audit::attr::clear_append_only(&e.path());
+    }
 }

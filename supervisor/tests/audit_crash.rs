@@ -74,7 +74,7 @@ impl Rng {
 fn all_records(data: &Path) -> Vec<Record> {
     let mut out = Vec::new();
     for seg in segment::list(&data.join("audit")).unwrap() {
-        for (_, line) in segment::read(&seg.path).unwrap().lines {
+        for (_, line) in segment::read(&seg).unwrap().lines {
             out.push(Record::parse(&line).unwrap());
         }
     }
@@ -154,7 +154,7 @@ fn main() {
         }
         let had_torn = newest
             .as_ref()
-            .map(|s| segment::read(&s.path).unwrap().torn)
+            .map(|s| segment::read(s).unwrap().torn)
             .unwrap_or_default();
         // Start-up, as phiboxd does it.
         let (log, opened) = AuditLog::open(options(data)).unwrap();

@@ -43,7 +43,7 @@ pub fn records(
         if last.is_some_and(|l| seg.month > l) || first.is_some_and(|f| seg.month < prev(f)) {
             continue;
         }
-        let content = segment::read(&seg.path).map_err(io(&seg.path))?;
+        let content = segment::read(&seg).map_err(io(&seg.path))?;
         for (i, (_, line)) in content.lines.iter().enumerate() {
             out.push(Record::parse(line).map_err(|e| ReadError::Record {
                 path: seg.path.clone(),

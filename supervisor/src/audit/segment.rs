@@ -1,4 +1,6 @@
-//! Monthly segment files `audit-YYYY-MM.jsonl` (UTC) and reading them line by line.
+//! Monthly segment files `audit-YYYY-MM.jsonl` (UTC) and reading them line by line. A closed
+//! segment may be stored gzip-compressed as `audit-YYYY-MM.jsonl.gz`: reading decompresses it,
+//! and since the chain covers the lines, not the file, verification is unchanged.
 
 use std::fs;
 use std::io;
@@ -9,6 +11,10 @@ use jiff::Timestamp;
 
 const PREFIX: &str = "audit-";
 const SUFFIX: &str = ".jsonl";
+/// The suffix a compressed closed segment adds.
+pub const GZ: &str = ".gz";
+/// Largest decompressed segment read (a month of a very busy box is far below).
+const MAX_SEGMENT: u64 = 8 << 30;
 
 /// A month, as in a segment's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -50,27 +56,42 @@ impl Month {
 pub struct Segment {
     pub month: Month,
     pub path: PathBuf,
+    pub compressed: bool,
 }
 
 impl Segment {
     pub fn name(&self) -> String {
-        self.month.file_name()
+        let mut n = self.month.file_name();
+        if self.compressed {
+            n.push_str(GZ);
+        }
+        n
     }
 }
 
 /// The segments in a directory, oldest first.
 pub fn list(dir: &Path) -> io::Result<Vec<Segment>> {
-    let mut segments = Vec::new();
+    let mut segments: Vec<Segment> = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
-        if let Some(month) = entry.file_name().to_str().and_then(Month::from_file_name) {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let (plain, compressed) = match name.strip_suffix(GZ) {
+            Some(p) => (p, true),
+            None => (name, false),
+        };
+        if let Some(month) = Month::from_file_name(plain) {
             segments.push(Segment {
                 month,
                 path: entry.path(),
+                compressed,
             });
         }
     }
-    segments.sort_by_key(|s| s.month);
+    // Both forms of a month exist only if compressing it was interrupted: the plain file is
+    // the original, the compressed one possibly incomplete.
+    segments.sort_by_key(|s| (s.month, s.compressed));
+    segments.dedup_by_key(|s| s.month);
     Ok(segments)
 }
 
@@ -83,9 +104,26 @@ pub struct Content {
     pub torn: Option<(u64, Vec<u8>)>,
 }
 
-pub fn read(path: &Path) -> io::Result<Content> {
-    let bytes = fs::read(path)?;
-    Ok(split(&bytes))
+/// A segment's bytes (decompressed if it is compressed).
+pub fn bytes(seg: &Segment) -> io::Result<Vec<u8>> {
+    if !seg.compressed {
+        return fs::read(&seg.path);
+    }
+    let mut out = Vec::new();
+    let decoder = flate2::read::GzDecoder::new(fs::File::open(&seg.path)?);
+    io::Read::read_to_end(&mut io::Read::take(decoder, MAX_SEGMENT + 1), &mut out)?;
+    if out.len() as u64 > MAX_SEGMENT {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "decompressed segment larger than 8 GiB",
+        ));
+    }
+    Ok(out)
+}
+
+/// Reads a segment into lines.
+pub fn read(seg: &Segment) -> io::Result<Content> {
+    Ok(split(&bytes(seg)?))
 }
 
 pub fn split(bytes: &[u8]) -> Content {

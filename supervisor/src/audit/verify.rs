@@ -266,7 +266,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Report {
                 d.line = Some(line);
                 d
             };
-            let content = segment::read(&seg.path)
+            let content = segment::read(seg)
                 .map_err(|e| damage(DamageKind::Unreadable, walk.next_seq, e.to_string()))?;
             let parsed: Vec<_> = content
                 .lines
@@ -351,7 +351,7 @@ fn export_anchors(segments: &[segment::Segment]) -> Vec<Anchor> {
     const MARK: &[u8] = b"\"action\":\"audit_export\"";
     let mut out = Vec::new();
     for seg in segments {
-        let Ok(content) = segment::read(&seg.path) else {
+        let Ok(content) = segment::read(seg) else {
             continue;
         };
         for (_, line) in &content.lines {

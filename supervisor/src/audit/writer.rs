@@ -226,7 +226,7 @@ impl AuditLog {
         let mut head = None;
         let mut last_seal = None;
         for (k, seg) in segments.iter().enumerate().rev() {
-            let content = segment::read(&seg.path).map_err(io_err(&seg.path))?;
+            let content = segment::read(seg).map_err(io_err(&seg.path))?;
             if k + 1 == segments.len() {
                 if let Some((offset, bytes)) = content.torn.clone() {
                     torn = Some((seg.clone(), offset, bytes));

@@ -100,7 +100,7 @@ pub fn audit_log(dir: &Path) -> supervisor::audit::AuditLog {
 pub fn audit_records(dir: &Path) -> Vec<supervisor::audit::Record> {
     let mut out = Vec::new();
     for seg in supervisor::audit::segment::list(&dir.join("audit")).unwrap() {
-        for (_, line) in supervisor::audit::segment::read(&seg.path).unwrap().lines {
+        for (_, line) in supervisor::audit::segment::read(&seg).unwrap().lines {
             out.push(supervisor::audit::Record::parse(&line).unwrap());
         }
     }
