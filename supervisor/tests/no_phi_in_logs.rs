@@ -85,6 +85,11 @@ async fn a_canary_prompt_appears_in_no_log_output_and_no_audit_file() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     h.shutdown().await;
     audit.close().await.unwrap();
+    // Fail closed: once the trail cannot record, no chat starts.
+    assert!(matches!(
+        chat.start(&nurse, user("anything"), fixed(4)).await,
+        Err(ChatError::Audit(_))
+    ));
 
     let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
     assert!(

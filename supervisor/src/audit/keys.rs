@@ -108,6 +108,16 @@ fn parse_hex_key(path: &Path, text: &str) -> Result<Zeroizing<[u8; KEY_LEN]>, Ke
     Ok(key)
 }
 
+/// Creates the trail's secrets in `secrets/` (the HMAC key and the seal state at k_0) and
+/// returns the seed k_0, for the caller to hand to the security officer: printed once at the
+/// appliance's first boot, written to a file in dev mode. Never stored by this function.
+pub fn provision(secrets: &Path) -> Result<SealKey, KeyError> {
+    HashKey::generate()?.save(&secrets.join(HMAC_KEY_FILE))?;
+    let seed = SealKey::generate_seed()?;
+    seed.save_state(&secrets.join(SEAL_STATE_FILE))?;
+    Ok(seed)
+}
+
 /// The key of the keyed prompt and response hashes.
 pub struct HashKey(Zeroizing<[u8; KEY_LEN]>);
 
@@ -217,6 +227,11 @@ impl SealKey {
             index: 0,
             key: parse_hex_key(path, &read_secret(path)?)?,
         })
+    }
+
+    /// The seed in printable form (64 hex digits), for the one-time display at provisioning.
+    pub fn seed_hex(&self) -> Zeroizing<String> {
+        Zeroizing::new(hex::encode(self.key.as_ref()))
     }
 
     /// Writes the seed in a printable form (dev mode only; the appliance prints it once).

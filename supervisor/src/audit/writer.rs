@@ -255,10 +255,8 @@ impl AuditLog {
             if !opts.provision {
                 return Err(AuditError::NotProvisioned(opts.secrets.clone()));
             }
-            HashKey::generate()?.save(&hmac_path)?;
-            let seed = SealKey::generate_seed()?;
+            let seed = super::keys::provision(&opts.secrets)?;
             seed.save_seed(&opts.secrets.join(SEAL_SEED_FILE))?;
-            seed.save_state(&state_path)?;
             opened.provisioned = true;
         }
         let hash_key = HashKey::load(&hmac_path)?;
