@@ -30,6 +30,51 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub worker: WorkerSection,
+    pub web: WebSection,
+}
+
+/// `[web]`: where the web UI listens.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSection {
+    /// HTTPS address; default 0.0.0.0:443 on the appliance, 127.0.0.1:8443 in dev mode.
+    pub https: Option<std::net::SocketAddr>,
+    /// The redirect-only HTTP address; default 0.0.0.0:80, 127.0.0.1:8080 in dev mode.
+    pub http: Option<std::net::SocketAddr>,
+    /// Whether to answer plain HTTP with redirects at all.
+    pub redirect: bool,
+}
+
+impl Default for WebSection {
+    fn default() -> Self {
+        WebSection {
+            https: None,
+            http: None,
+            redirect: true,
+        }
+    }
+}
+
+impl WebSection {
+    /// The HTTPS address for the mode.
+    pub fn https_addr(&self, dev: bool) -> std::net::SocketAddr {
+        self.https.unwrap_or(if dev {
+            std::net::SocketAddr::from(([127, 0, 0, 1], 8443))
+        } else {
+            std::net::SocketAddr::from(([0, 0, 0, 0], 443))
+        })
+    }
+
+    /// The redirect address for the mode, if redirects are on.
+    pub fn http_addr(&self, dev: bool) -> Option<std::net::SocketAddr> {
+        self.redirect.then(|| {
+            self.http.unwrap_or(if dev {
+                std::net::SocketAddr::from(([127, 0, 0, 1], 8080))
+            } else {
+                std::net::SocketAddr::from(([0, 0, 0, 0], 80))
+            })
+        })
+    }
 }
 
 /// `[worker]`: the confined inference worker.
@@ -182,6 +227,13 @@ impl Config {
             "worker.shutdown_grace_secs",
             format!("must be at most 600, not {}", w.shutdown_grace_secs),
         )?;
+        if let (Some(a), Some(b)) = (self.web.https, self.web.http) {
+            check(
+                a != b || a.port() == 0,
+                "web.http",
+                format!("must differ from web.https ({a})"),
+            )?;
+        }
         if let Some(m) = &w.model {
             check(
                 m.is_absolute(),
@@ -204,6 +256,26 @@ mod tests {
     #[test]
     fn an_empty_file_gives_the_defaults() {
         assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn web_addresses_are_read_and_checked() {
+        let c = parse("[web]\nhttps = \"127.0.0.1:9443\"\nredirect = false\n").unwrap();
+        assert_eq!(c.web.https_addr(true).port(), 9443);
+        assert_eq!(c.web.http_addr(true), None);
+        assert_eq!(Config::default().web.https_addr(false).port(), 443);
+        assert_eq!(
+            Config::default().web.http_addr(true).map(|a| a.port()),
+            Some(8080)
+        );
+        let e = parse("[web]\nhttps = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("https"), "{e}");
+        let e = parse("[web]\nhttps = \"0.0.0.0:443\"\nhttp = \"0.0.0.0:443\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("web.http: must differ"), "{e}");
     }
 
     #[test]
@@ -249,7 +321,9 @@ mod tests {
         assert!(msg.contains("slotz"), "{msg}");
         let msg = parse("[worker]\nslots = \"four\"").unwrap_err().to_string();
         assert!(msg.contains("slots"), "{msg}");
+        let msg = parse("[webui]\nport = 1").unwrap_err().to_string();
+        assert!(msg.contains("webui"), "{msg}");
         let msg = parse("[web]\nport = 1").unwrap_err().to_string();
-        assert!(msg.contains("web"), "{msg}");
+        assert!(msg.contains("port"), "{msg}");
     }
 }

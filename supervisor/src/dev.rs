@@ -51,6 +51,10 @@ pub enum DevError {
     Signals(#[source] std::io::Error),
     #[error("the audit trail")]
     Audit(#[from] AuditError),
+    #[error("the web UI's TLS certificate")]
+    Tls(#[from] crate::web::tls::TlsError),
+    #[error("starting the web UI")]
+    Web(#[from] crate::web::server::ServeError),
 }
 
 /// Dev-mode settings.
@@ -297,13 +301,35 @@ async fn serve(
         return Ok("check".into());
     }
     tokio::spawn(crate::notify::watchdog(handle.clone()));
-    say("phibox is running (no web UI yet); stop with Ctrl-C");
+    let (tls, generated) = crate::web::tls::for_data_dir(&opts.data_dir, true)?;
+    if generated {
+        say(&format!(
+            "generated a self-signed TLS certificate in {} (dev mode only)",
+            opts.data_dir.join("tls").display()
+        ));
+    }
+    let web = crate::web::server::start(
+        opts.config.web.https_addr(true),
+        opts.config.web.http_addr(true),
+        tls,
+        crate::web::app(crate::web::WebState { dev: true }),
+    )
+    .await?;
+    say(&format!(
+        "web UI: https://localhost:{}/ (self-signed certificate: the browser warns once){}",
+        web.https.port(),
+        web.http
+            .map(|a| format!("; http://localhost:{}/ redirects there", a.port()))
+            .unwrap_or_default()
+    ));
+    say("phibox is running; stop with Ctrl-C");
     let name = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     };
     tracing::info!(signal = name, "stopping");
     crate::notify::stopping();
+    web.stop(Duration::from_secs(5)).await;
     handle.shutdown().await;
     say(&format!("stopped on {name}; the worker has ended"));
     Ok(name.to_owned())

@@ -19,3 +19,4 @@ pub mod logging;
 pub mod notify;
 pub mod programs;
 pub mod reaper;
+pub mod web;

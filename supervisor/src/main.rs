@@ -32,13 +32,21 @@ struct Args {
     /// Start, verify the worker's confinement, run the self-test and stop.
     #[arg(long)]
     check: bool,
+    /// The web UI's HTTPS address (overrides web.https).
+    #[arg(long)]
+    https: Option<std::net::SocketAddr>,
+    /// The redirect-only HTTP address (overrides web.http).
+    #[arg(long)]
+    http: Option<std::net::SocketAddr>,
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    config.web.https = args.https.or(config.web.https);
+    config.web.http = args.http.or(config.web.http);
     if !args.dev {
         anyhow::bail!(
             "appliance mode needs the image's encrypted data volume, which this build cannot \

@@ -34,11 +34,26 @@ fn ensure_helpers() {
 
 type Lines = std::io::Lines<BufReader<std::process::ChildStdout>>;
 
-/// Starts phiboxd --dev and reads its output until it runs; returns it, the rest of its
-/// output and the worker's pid from its report.
-fn start_running(dir: &std::path::Path) -> (std::process::Child, Lines, String) {
+/// A running phiboxd --dev, its remaining output, the worker's pid from its report and the
+/// web UI's HTTPS port.
+struct Running {
+    child: std::process::Child,
+    lines: Lines,
+    worker_pid: String,
+    https_port: u16,
+}
+
+/// Starts phiboxd --dev (web UI on free loopback ports) and reads its output until it runs.
+fn start_running(dir: &std::path::Path) -> Running {
     let mut child = Command::new(PHIBOXD)
-        .args(["--dev", "--data-dir"])
+        .args([
+            "--dev",
+            "--https",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.join("data"))
         .arg("--model")
         .arg(model(dir))
@@ -47,20 +62,55 @@ fn start_running(dir: &std::path::Path) -> (std::process::Child, Lines, String) 
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut worker_pid = None;
+    let mut https_port = None;
     for line in lines.by_ref() {
         let line = line.unwrap();
         if let Some(rest) = line.split("worker pid ").nth(1) {
             worker_pid = rest.split_whitespace().next().map(str::to_string);
         }
+        if let Some(rest) = line.split("web UI: https://localhost:").nth(1) {
+            https_port = rest.split('/').next().and_then(|p| p.parse().ok());
+        }
         if line.contains("phibox is running") {
             break;
         }
     }
-    (
+    Running {
         child,
         lines,
-        worker_pid.expect("the report names the worker pid"),
+        worker_pid: worker_pid.expect("the report names the worker pid"),
+        https_port: https_port.expect("the web UI's address is printed"),
+    }
+}
+
+/// GET `path` over TLS from the dev server, trusting only its generated certificate.
+fn https_get(data: &std::path::Path, port: u16, path: &str) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(data.join("tls/chain.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), "localhost".try_into().unwrap())
+            .unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     )
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[test]
@@ -151,8 +201,17 @@ fn it_runs_until_sigterm_and_then_stops_the_worker() {
     require_root();
     ensure_helpers();
     let t = tempfile::tempdir().unwrap();
-    let (mut child, lines, pid) = start_running(t.path());
+    let Running {
+        mut child,
+        lines,
+        worker_pid: pid,
+        https_port,
+    } = start_running(t.path());
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    // The web UI answers over TLS with the certificate dev mode generated, banner included.
+    let page = https_get(&t.path().join("data"), https_port, "/");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("Development mode"), "{page}");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -208,7 +267,11 @@ fn the_worker_dies_with_a_killed_supervisor() {
     require_root();
     ensure_helpers();
     let t = tempfile::tempdir().unwrap();
-    let (mut child, _lines, pid) = start_running(t.path());
+    let Running {
+        mut child,
+        worker_pid: pid,
+        ..
+    } = start_running(t.path());
     child.kill().unwrap();
     child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);

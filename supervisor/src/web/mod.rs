@@ -1,0 +1,23 @@
+//! The web UI phiboxd serves itself: HTTPS with rustls (no proxy), the port-80 redirect,
+//! security headers on every response, and the pages. Sign-in, roles, sessions and the chat
+//! pages build on this (issue 5).
+
+pub mod headers;
+pub mod pages;
+pub mod redirect;
+pub mod server;
+pub mod tls;
+
+use axum::Router;
+
+/// What the pages need to know.
+#[derive(Debug, Clone)]
+pub struct WebState {
+    /// Dev mode: a banner on every page says the box is not a production appliance.
+    pub dev: bool,
+}
+
+/// The HTTPS application: every route, with the security headers.
+pub fn app(state: WebState) -> Router {
+    pages::routes(state).layer(axum::middleware::from_fn(headers::security_headers))
+}

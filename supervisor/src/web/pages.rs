@@ -1,0 +1,88 @@
+//! Server-rendered pages and the embedded static assets (the box is offline: no CDN).
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use super::WebState;
+
+const CSS: &str = include_str!("assets/app.css");
+
+/// Every route the UI serves (the header test walks this list).
+pub const ROUTES: &[&str] = &["/", "/assets/app.css"];
+
+pub fn routes(state: WebState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/assets/app.css", get(css))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// HTML-escapes text for element content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The page frame: title, stylesheet, the dev banner when in dev mode.
+pub fn page(state: &WebState, title: &str, body: &str) -> Html<String> {
+    let banner = if state.dev {
+        r#"<div class="banner dev">Development mode: self-signed certificate, unencrypted data directory. Never enter real patient data.</div>"#
+    } else {
+        ""
+    };
+    Html(format!(
+        r#"<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · phibox</title><link rel="stylesheet" href="/assets/app.css"></head>
+<body>{banner}<main>{body}</main></body>
+</html>
+"#,
+        title = escape(title),
+    ))
+}
+
+async fn index(State(state): State<WebState>) -> Html<String> {
+    page(
+        &state,
+        "phibox",
+        "<h1>phibox</h1><p>Local AI assistance for clinical notes. Sign-in is being set up.</p>",
+    )
+}
+
+async fn css() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS).into_response()
+}
+
+async fn not_found(State(state): State<WebState>) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        page(&state, "Not found", "<h1>Not found</h1>"),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escaping_covers_markup_and_quotes() {
+        assert_eq!(
+            super::escape(r#"<script>"a" & 'b'</script>"#),
+            "&lt;script&gt;&quot;a&quot; &amp; &#39;b&#39;&lt;/script&gt;"
+        );
+    }
+}

@@ -1,0 +1,252 @@
+//! The web server's transport: real TLS handshakes on loopback. TLS 1.3 and 1.2 with AEAD
+//! suites work; TLS 1.1, a TLS 1.2 CBC suite (tried with the openssl tool) and plaintext HTTP on
+//! the HTTPS port do not; port 80 only redirects; every route carries the security headers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use supervisor::web::{self, server, tls, WebState};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Reply {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+fn parse(raw: &[u8]) -> Reply {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+fn client_config(
+    data: &Path,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(data.join("tls/chain.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+async fn https_get(
+    addr: SocketAddr,
+    data: &Path,
+    path: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> (Reply, rustls::ProtocolVersion) {
+    let connector = tokio_rustls::TlsConnector::from(client_config(data, versions));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let version = tls.get_ref().1.protocol_version().unwrap();
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw).await;
+    (parse(&raw), version)
+}
+
+async fn plain(addr: SocketAddr, request: &str) -> Vec<u8> {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut raw)).await;
+    raw
+}
+
+async fn serve(data: &Path) -> server::Listening {
+    let (config, generated) = tls::for_data_dir(data, true).unwrap();
+    assert!(generated);
+    server::start(
+        "127.0.0.1:0".parse().unwrap(),
+        Some("127.0.0.1:0".parse().unwrap()),
+        config,
+        web::app(WebState { dev: true }),
+    )
+    .await
+    .unwrap()
+}
+
+/// `openssl s_client` with extra arguments; true if a session was established.
+fn openssl_connects(addr: SocketAddr, args: &[&str]) -> bool {
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            "localhost",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the openssl tool (Debian package openssl)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    out.status.success() && text.contains("Cipher is") && !text.contains("Cipher is (NONE)")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_modern_tls_and_only_https() {
+    let t = tempfile::tempdir().unwrap();
+    let s = serve(t.path()).await;
+    let (r, v) = https_get(s.https, t.path(), "/", &[&rustls::version::TLS13]).await;
+    assert_eq!((r.status, v), (200, rustls::ProtocolVersion::TLSv1_3));
+    let (r, v) = https_get(s.https, t.path(), "/", &[&rustls::version::TLS12]).await;
+    assert_eq!((r.status, v), (200, rustls::ProtocolVersion::TLSv1_2));
+    assert!(
+        r.body.contains("Development mode"),
+        "the dev banner: {}",
+        r.body
+    );
+
+    let https = s.https;
+    let results = tokio::task::spawn_blocking(move || {
+        (
+            openssl_connects(https, &["-tls1_3"]),
+            openssl_connects(
+                https,
+                &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"],
+            ),
+            openssl_connects(https, &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]),
+            openssl_connects(
+                https,
+                &[
+                    "-tls1_2",
+                    "-cipher",
+                    "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:AES128-SHA",
+                ],
+            ),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        results,
+        (true, true, false, false),
+        "(TLS 1.3, TLS 1.2 GCM, TLS 1.1, TLS 1.2 CBC)"
+    );
+
+    // Plaintext HTTP on the HTTPS port gets no HTTP answer.
+    let raw = plain(s.https, "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert!(
+        !raw.starts_with(b"HTTP/"),
+        "{:?}",
+        String::from_utf8_lossy(&raw)
+    );
+
+    // Port 80 answers only with a 301 to HTTPS, path and query kept.
+    let http = s.http.unwrap();
+    let r = parse(
+        &plain(
+            http,
+            "GET /chat?x=1 HTTP/1.1\r\nHost: box.clinic:80\r\nConnection: close\r\n\r\n",
+        )
+        .await,
+    );
+    assert_eq!(r.status, 301);
+    assert_eq!(
+        r.headers["location"],
+        format!("https://box.clinic:{}/chat?x=1", s.https.port())
+    );
+    let r = parse(&plain(http, "POST /login HTTP/1.1\r\nHost: box.clinic\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await);
+    assert_eq!(r.status, 301);
+    let r = parse(&plain(http, "GET / HTTP/1.0\r\n\r\n").await);
+    assert_eq!(r.status, 400, "no Host, no redirect");
+    s.stop(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_carries_the_security_headers() {
+    let t = tempfile::tempdir().unwrap();
+    let s = serve(t.path()).await;
+    let mut routes: Vec<&str> = web::pages::ROUTES.to_vec();
+    routes.push("/no-such-page");
+    for route in routes {
+        let (r, _) = https_get(s.https, t.path(), route, &[&rustls::version::TLS13]).await;
+        let h = &r.headers;
+        assert_eq!(
+            h.get("strict-transport-security").map(String::as_str),
+            Some("max-age=31536000; includeSubDomains"),
+            "{route}"
+        );
+        let csp = &h["content-security-policy"];
+        assert!(csp.contains("default-src 'self'"), "{route}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{route}: {csp}");
+        assert!(!csp.contains("unsafe-inline"), "{route}: {csp}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{route}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{route}");
+        if route.starts_with("/assets/") {
+            assert!(!h["cache-control"].contains("no-store"), "{route}");
+        } else {
+            assert_eq!(h["cache-control"], "no-store", "{route}");
+        }
+    }
+    // The redirect's answers carry them too.
+    let r = parse(
+        &plain(
+            s.http.unwrap(),
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await,
+    );
+    assert_eq!(r.headers["x-content-type-options"], "nosniff");
+    s.stop(Duration::from_secs(2)).await;
+}
+
+#[test]
+fn certificates_come_from_the_data_directory_and_keys_must_be_private() {
+    let t = tempfile::tempdir().unwrap();
+    // The appliance never generates its own: without the clinic's files it refuses.
+    assert!(matches!(
+        tls::for_data_dir(t.path(), false),
+        Err(tls::TlsError::Missing { .. })
+    ));
+    tls::ensure_dev_certificate(&t.path().join("tls")).unwrap();
+    assert!(
+        tls::for_data_dir(t.path(), false).is_ok(),
+        "PEM files present"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let key = t.path().join("tls/key.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(matches!(
+        tls::for_data_dir(t.path(), false),
+        Err(tls::TlsError::KeyExposed { .. })
+    ));
+}
