@@ -706,7 +706,8 @@ fn a_stored_transcript_is_checked_against_the_sessions_keyed_hashes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_younger_than_six_years_leaves_and_an_export_keeps_the_trail_verifiable() {
     use supervisor::audit::retention::{export_oldest, Retention, RetentionError};
-    let dir = tempfile::tempdir().unwrap();
+    // On disk (ext4 here), not a tmpfs /tmp: the append-only attribute needs a real filesystem.
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let c = clock("2019-01-10T09:00:00Z");
     let mut o = options(dir.path(), &c);
     o.append_only = true;
