@@ -1,0 +1,227 @@
+//! Server-side sessions: a 256-bit random id in a `__Host-` cookie (Secure, HttpOnly,
+//! SameSite=Strict, Path=/), an idle timeout (15 minutes by default) and an absolute one (12
+//! hours; at most 60 minutes for break-glass sessions), a CSRF token per session, a new id at
+//! every sign-in, and an immediate end on sign-out or an admin's kill.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::Identity;
+use crate::clock::Clock;
+
+/// The session cookie's name; the `__Host-` prefix makes browsers insist on Secure, Path=/ and
+/// no Domain.
+pub const COOKIE: &str = "__Host-phibox";
+pub const DEFAULT_IDLE: SignedDuration = SignedDuration::from_mins(15);
+pub const ABSOLUTE: SignedDuration = SignedDuration::from_hours(12);
+pub const BREAK_GLASS_ABSOLUTE: SignedDuration = SignedDuration::from_mins(60);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    pub identity: Identity,
+    pub csrf: String,
+    pub created: Timestamp,
+    pub last_seen: Timestamp,
+    pub client_ip: Option<String>,
+}
+
+/// Why a presented session is not valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalid {
+    Unknown,
+    /// Ended by the idle timeout (the session is returned for the audit record).
+    Idle(Box<Session>),
+    Absolute(Box<Session>),
+}
+
+/// The session store.
+pub struct Sessions {
+    map: Mutex<HashMap<String, Session>>,
+    clock: Arc<dyn Clock>,
+    idle: SignedDuration,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("idle", &self.idle)
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    getrandom::fill(&mut b).expect("the system's random source");
+    hex::encode(b)
+}
+
+impl Sessions {
+    pub fn new(clock: Arc<dyn Clock>, idle: SignedDuration) -> Sessions {
+        Sessions {
+            map: Mutex::new(HashMap::new()),
+            clock,
+            idle,
+        }
+    }
+
+    pub fn idle_timeout(&self) -> SignedDuration {
+        self.idle
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a session (a fresh id: any earlier session of this browser is ended by the
+    /// caller).
+    pub fn create(&self, identity: Identity, client_ip: Option<String>) -> Session {
+        let now = self.clock.now();
+        let s = Session {
+            id: random_hex(32),
+            identity,
+            csrf: random_hex(32),
+            created: now,
+            last_seen: now,
+            client_ip,
+        };
+        self.lock().insert(s.id.clone(), s.clone());
+        s
+    }
+
+    fn limit(s: &Session) -> SignedDuration {
+        if s.identity.break_glass {
+            BREAK_GLASS_ABSOLUTE
+        } else {
+            ABSOLUTE
+        }
+    }
+
+    /// Looks a session up on a request and counts the request as activity.
+    pub fn touch(&self, id: &str) -> Result<Session, Invalid> {
+        self.check(id, true)
+    }
+
+    /// Looks a session up without counting activity (the page's idle-lock poll).
+    pub fn peek(&self, id: &str) -> Result<Session, Invalid> {
+        self.check(id, false)
+    }
+
+    fn check(&self, id: &str, activity: bool) -> Result<Session, Invalid> {
+        let now = self.clock.now();
+        let mut map = self.lock();
+        let Some(s) = map.get_mut(id) else {
+            return Err(Invalid::Unknown);
+        };
+        if now.duration_since(s.created) >= Self::limit(s) {
+            let s = map.remove(id).expect("present");
+            return Err(Invalid::Absolute(Box::new(s)));
+        }
+        if now.duration_since(s.last_seen) >= self.idle {
+            let s = map.remove(id).expect("present");
+            return Err(Invalid::Idle(Box::new(s)));
+        }
+        if activity {
+            s.last_seen = now;
+        }
+        Ok(s.clone())
+    }
+
+    /// Seconds of idleness left (for the page's lock timer).
+    pub fn idle_left(&self, s: &Session) -> i64 {
+        (self.idle - self.clock.now().duration_since(s.last_seen)).as_secs()
+    }
+
+    /// Ends a session now (sign-out, an admin's kill).
+    pub fn end(&self, id: &str) -> Option<Session> {
+        self.lock().remove(id)
+    }
+
+    /// Ends every session that has passed a timeout; returns them (for audit records).
+    pub fn sweep(&self) -> Vec<Invalid> {
+        let ids: Vec<String> = self.lock().keys().cloned().collect();
+        ids.iter()
+            .filter_map(|id| self.check(id, false).err())
+            .collect()
+    }
+
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// The `Set-Cookie` value for a session.
+    pub fn cookie(id: &str) -> String {
+        format!("{COOKIE}={id}; Path=/; Secure; HttpOnly; SameSite=Strict")
+    }
+
+    /// The `Set-Cookie` value that deletes the cookie.
+    pub fn clear_cookie() -> String {
+        format!("{COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+    use crate::clock::ManualClock;
+
+    fn who(break_glass: bool) -> Identity {
+        Identity {
+            user_id: "jsmith".into(),
+            display_name: "J. Smith".into(),
+            department: None,
+            role: Role::Nurse,
+            break_glass,
+        }
+    }
+
+    #[test]
+    fn idle_and_absolute_timeouts_end_sessions() {
+        let clock = Arc::new(ManualClock::new("2026-12-01T08:00:00Z".parse().unwrap()));
+        let s = Sessions::new(clock.clone(), DEFAULT_IDLE);
+        let a = s.create(who(false), None);
+        assert_eq!(a.id.len(), 64, "256 bits");
+        assert_ne!(a.id, s.create(who(false), None).id);
+        clock.advance(SignedDuration::from_mins(14));
+        assert!(s.touch(&a.id).is_ok());
+        clock.advance(SignedDuration::from_mins(14));
+        assert!(s.peek(&a.id).is_ok(), "activity reset the idle clock");
+        clock.advance(SignedDuration::from_mins(1));
+        assert!(matches!(s.touch(&a.id), Err(Invalid::Idle(_))));
+        assert_eq!(s.touch(&a.id), Err(Invalid::Unknown), "gone server-side");
+        // Absolute: active all day long, still ends at 12 hours.
+        let b = s.create(who(false), None);
+        for _ in 0..(12 * 6) {
+            clock.advance(SignedDuration::from_mins(10));
+            if s.touch(&b.id).is_err() {
+                break;
+            }
+        }
+        assert_eq!(s.touch(&b.id), Err(Invalid::Unknown));
+        // Break-glass: 60 minutes at most.
+        let c = s.create(who(true), None);
+        for _ in 0..6 {
+            clock.advance(SignedDuration::from_mins(10));
+            let _ = s.touch(&c.id);
+        }
+        assert_eq!(s.touch(&c.id), Err(Invalid::Unknown));
+    }
+
+    #[test]
+    fn cookies_are_host_only_secure_httponly_strict() {
+        let c = Sessions::cookie("ab");
+        for part in [
+            "__Host-phibox=ab",
+            "Path=/",
+            "Secure",
+            "HttpOnly",
+            "SameSite=Strict",
+        ] {
+            assert!(c.contains(part), "{c}");
+        }
+        assert!(!c.contains("Domain"));
+    }
+}
