@@ -55,6 +55,58 @@ pub enum DevError {
     Tls(#[from] crate::web::tls::TlsError),
     #[error("starting the web UI")]
     Web(#[from] crate::web::server::ServeError),
+    #[error("the dev users")]
+    Users(#[from] crate::auth::local::LocalUsersError),
+}
+
+/// Dev mode's local accounts (one per role) and their shared password, in `secrets/`.
+pub const DEV_USERS_FILE: &str = "dev-users.toml";
+pub const DEV_PASSWORD_FILE: &str = "dev-password";
+
+/// Loads dev mode's accounts, creating them with a fresh random password on first use.
+fn dev_users(data_dir: &Path) -> Result<(crate::auth::local::LocalUsers, String), DevError> {
+    use crate::auth::local::{hash_password, LocalUser, LocalUsers, LocalUsersError};
+    use crate::auth::Role;
+    let secrets = data_dir.join("secrets");
+    let users = secrets.join(DEV_USERS_FILE);
+    let pw_file = secrets.join(DEV_PASSWORD_FILE);
+    if !users.exists() || !pw_file.exists() {
+        const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+        let mut raw = [0u8; 14];
+        getrandom::fill(&mut raw).map_err(|e| LocalUsersError::Hash(e.to_string()))?;
+        let password: String = raw
+            .iter()
+            .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+            .collect();
+        let hash = hash_password(&password)?;
+        let accounts: Vec<LocalUser> = [
+            (Role::Clinician, "Dev Clinician", Some("internal_medicine")),
+            (Role::Nurse, "Dev Nurse", Some("nursing")),
+            (Role::Admin, "Dev Admin", None),
+            (Role::PrivacyOfficer, "Dev Privacy Officer", None),
+            (Role::Auditor, "Dev Auditor", None),
+        ]
+        .into_iter()
+        .map(|(role, name, dept)| LocalUser {
+            id: role.name().to_owned(),
+            name: name.to_owned(),
+            department: dept.map(str::to_owned),
+            role,
+            password_hash: hash.clone(),
+        })
+        .collect();
+        LocalUsers::save(&accounts, &users)?;
+        crate::audit::keys::write_secret(&pw_file, format!("{password}\n").as_bytes())
+            .map_err(|e| LocalUsersError::Hash(e.to_string()))?;
+    }
+    let password = std::fs::read_to_string(&pw_file)
+        .map_err(|source| LocalUsersError::Read {
+            path: pw_file.clone(),
+            source,
+        })?
+        .trim()
+        .to_owned();
+    Ok((LocalUsers::load(&users, false)?, password))
 }
 
 /// Dev-mode settings.
@@ -301,6 +353,22 @@ async fn serve(
         return Ok("check".into());
     }
     tokio::spawn(crate::notify::watchdog(handle.clone()));
+    let (users, password) = dev_users(&opts.data_dir)?;
+    let web_state = crate::web::WebState {
+        dev: true,
+        auth: std::sync::Arc::new(crate::web::Auth {
+            users,
+            sessions: crate::auth::session::Sessions::new(
+                std::sync::Arc::new(SystemClock),
+                crate::auth::session::DEFAULT_IDLE,
+            ),
+            audit: audit.clone(),
+        }),
+    };
+    tokio::spawn(crate::web::signin::sweep(
+        web_state.clone(),
+        Duration::from_secs(30),
+    ));
     let (tls, generated) = crate::web::tls::for_data_dir(&opts.data_dir, true)?;
     if generated {
         say(&format!(
@@ -312,7 +380,7 @@ async fn serve(
         opts.config.web.https_addr(true),
         opts.config.web.http_addr(true),
         tls,
-        crate::web::app(crate::web::WebState { dev: true }),
+        crate::web::app(web_state.clone()),
     )
     .await?;
     say(&format!(
@@ -321,6 +389,11 @@ async fn serve(
         web.http
             .map(|a| format!("; http://localhost:{}/ redirects there", a.port()))
             .unwrap_or_default()
+    ));
+    say(&format!(
+        "dev sign-in: user clinician, nurse, admin, privacy_officer or auditor, password {password} \
+         (in {})",
+        opts.data_dir.join("secrets").join(DEV_PASSWORD_FILE).display()
     ));
     say("phibox is running; stop with Ctrl-C");
     let name = tokio::select! {

@@ -209,7 +209,7 @@ fn it_runs_until_sigterm_and_then_stops_the_worker() {
     } = start_running(t.path());
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
     // The web UI answers over TLS with the certificate dev mode generated, banner included.
-    let page = https_get(&t.path().join("data"), https_port, "/");
+    let page = https_get(&t.path().join("data"), https_port, "/login");
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     assert!(page.contains("Development mode"), "{page}");
     nix::sys::signal::kill(

@@ -2,93 +2,16 @@
 //! suites work; TLS 1.1, a TLS 1.2 CBC suite (tried with the openssl tool) and plaintext HTTP on
 //! the HTTPS port do not; port 80 only redirects; every route carries the security headers.
 
-use std::collections::HashMap;
+mod support;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use supervisor::web::{self, server, tls, WebState};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-struct Reply {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: String,
-}
-
-fn parse(raw: &[u8]) -> Reply {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Reply {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
-}
-
-fn client_config(
-    data: &Path,
-    versions: &[&'static rustls::SupportedProtocolVersion],
-) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(data.join("tls/chain.pem")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(versions)
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
-}
-
-async fn https_get(
-    addr: SocketAddr,
-    data: &Path,
-    path: &str,
-    versions: &[&'static rustls::SupportedProtocolVersion],
-) -> (Reply, rustls::ProtocolVersion) {
-    let connector = tokio_rustls::TlsConnector::from(client_config(data, versions));
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let mut tls = connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
-    let version = tls.get_ref().1.protocol_version().unwrap();
-    tls.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut raw = Vec::new();
-    let _ = tls.read_to_end(&mut raw).await;
-    (parse(&raw), version)
-}
-
-async fn plain(addr: SocketAddr, request: &str) -> Vec<u8> {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut raw)).await;
-    raw
-}
+use supervisor::web::{self, server, tls};
+use support::web::*;
 
 async fn serve(data: &Path) -> server::Listening {
     let (config, generated) = tls::for_data_dir(data, true).unwrap();
@@ -97,7 +20,11 @@ async fn serve(data: &Path) -> server::Listening {
         "127.0.0.1:0".parse().unwrap(),
         Some("127.0.0.1:0".parse().unwrap()),
         config,
-        web::app(WebState { dev: true }),
+        web::app(state(
+            data,
+            supervisor::auth::local::LocalUsers::new(vec![], false).unwrap(),
+            Arc::new(supervisor::clock::SystemClock),
+        )),
     )
     .await
     .unwrap()
@@ -125,9 +52,9 @@ fn openssl_connects(addr: SocketAddr, args: &[&str]) -> bool {
 async fn only_modern_tls_and_only_https() {
     let t = tempfile::tempdir().unwrap();
     let s = serve(t.path()).await;
-    let (r, v) = https_get(s.https, t.path(), "/", &[&rustls::version::TLS13]).await;
+    let (r, v) = https_get(s.https, t.path(), "/login", &[&rustls::version::TLS13]).await;
     assert_eq!((r.status, v), (200, rustls::ProtocolVersion::TLSv1_3));
-    let (r, v) = https_get(s.https, t.path(), "/", &[&rustls::version::TLS12]).await;
+    let (r, v) = https_get(s.https, t.path(), "/login", &[&rustls::version::TLS12]).await;
     assert_eq!((r.status, v), (200, rustls::ProtocolVersion::TLSv1_2));
     assert!(
         r.body.contains("Development mode"),

@@ -6,15 +6,31 @@ pub mod headers;
 pub mod pages;
 pub mod redirect;
 pub mod server;
+pub mod signin;
 pub mod tls;
 
+use std::sync::Arc;
+
 use axum::Router;
+
+use crate::audit::AuditLog;
+use crate::auth::local::LocalUsers;
+use crate::auth::session::Sessions;
+
+/// Sign-in and sessions.
+#[derive(Debug)]
+pub struct Auth {
+    pub users: LocalUsers,
+    pub sessions: Sessions,
+    pub audit: AuditLog,
+}
 
 /// What the pages need to know.
 #[derive(Debug, Clone)]
 pub struct WebState {
     /// Dev mode: a banner on every page says the box is not a production appliance.
     pub dev: bool,
+    pub auth: Arc<Auth>,
 }
 
 /// The HTTPS application: every route, with the security headers.

@@ -3,19 +3,24 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 use super::WebState;
 
 const CSS: &str = include_str!("assets/app.css");
 
-/// Every route the UI serves (the header test walks this list).
-pub const ROUTES: &[&str] = &["/", "/assets/app.css"];
+/// Every GET route the UI serves (the header test walks this list).
+pub const ROUTES: &[&str] = &["/", "/login", "/assets/app.css"];
 
 pub fn routes(state: WebState) -> Router {
     Router::new()
-        .route("/", get(index))
+        .route("/", get(super::signin::home))
+        .route(
+            "/login",
+            get(super::signin::login_form).post(super::signin::login),
+        )
+        .route("/logout", post(super::signin::logout))
         .route("/assets/app.css", get(css))
         .fallback(not_found)
         .with_state(state)
@@ -54,14 +59,6 @@ pub fn page(state: &WebState, title: &str, body: &str) -> Html<String> {
 "#,
         title = escape(title),
     ))
-}
-
-async fn index(State(state): State<WebState>) -> Html<String> {
-    page(
-        &state,
-        "phibox",
-        "<h1>phibox</h1><p>Local AI assistance for clinical notes. Sign-in is being set up.</p>",
-    )
 }
 
 async fn css() -> Response {

@@ -1,0 +1,273 @@
+//! Sign-in, sign-out and the session check every page uses. One generic message for an unknown
+//! user and a wrong password; every attempt is audited; a new session id at every sign-in;
+//! sign-out ends the session server-side at once. State-changing requests must come from this
+//! site (`Origin` equal to the request's own origin) and, once signed in, carry the session's
+//! CSRF token; the cookie is SameSite=Strict as well.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Form;
+use serde::Deserialize;
+
+use super::pages::{escape, page};
+use super::WebState;
+use crate::audit::{Action, Actor, Entry};
+use crate::auth::session::{Invalid, Session, Sessions, COOKIE};
+
+/// The session id in a request's cookies.
+pub fn cookie_session(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, v)| *k == COOKIE && v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(|(_, v)| v.to_owned())
+}
+
+/// Whether a state-changing request comes from this site.
+pub fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin = headers.get(header::ORIGIN).and_then(|h| h.to_str().ok());
+    matches!((host, origin), (Some(h), Some(o)) if o == format!("https://{h}"))
+}
+
+pub fn actor_of(s: &Session) -> Actor {
+    Actor {
+        user_id: Some(s.identity.user_id.clone()),
+        user_role: Some(s.identity.role.name().to_owned()),
+        department: s.identity.department.clone(),
+        session_id: Some(s.id.clone()),
+        client_ip: s.client_ip.clone(),
+    }
+}
+
+/// Records the end of a session by a timeout (best effort: logged if the trail fails).
+pub async fn record_timeout(state: &WebState, invalid: &Invalid) {
+    let (action, s, why) = match invalid {
+        Invalid::Idle(s) => (Action::IdleLogout, s, "idle"),
+        Invalid::Absolute(s) => (Action::Logout, s, "absolute_limit"),
+        Invalid::Unknown => return,
+    };
+    let e = Entry::new(action).actor(&actor_of(s)).detail("reason", why);
+    if let Err(e) = state.auth.audit.append(e).await {
+        tracing::error!(error = %sandbox::error_chain::chain(&e), "cannot record a session timeout");
+    }
+}
+
+/// The signed-in session of a request, or where to send the browser.
+pub async fn current(state: &WebState, headers: &HeaderMap) -> Result<Session, Response> {
+    let to_login = |q: &str| Redirect::to(&format!("/login{q}")).into_response();
+    let Some(id) = cookie_session(headers) else {
+        return Err(to_login(""));
+    };
+    match state.auth.sessions.touch(&id) {
+        Ok(s) => Ok(s),
+        Err(Invalid::Unknown) => Err(to_login("")),
+        Err(other) => {
+            record_timeout(state, &other).await;
+            Err(to_login("?expired=1"))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginQuery {
+    #[serde(default)]
+    expired: Option<String>,
+}
+
+fn login_page(state: &WebState, message: Option<&str>) -> Html<String> {
+    let note = message
+        .map(|m| format!(r#"<p class="notice" role="alert">{}</p>"#, escape(m)))
+        .unwrap_or_default();
+    page(
+        state,
+        "Sign in",
+        &format!(
+            r#"<h1>Sign in</h1>{note}
+<form method="post" action="/login" class="signin">
+<label>User name <input name="user" autocomplete="username" required autofocus></label>
+<label>Password <input name="password" type="password" autocomplete="current-password" required></label>
+<button type="submit">Sign in</button>
+</form>"#
+        ),
+    )
+}
+
+pub async fn login_form(
+    State(state): State<WebState>,
+    Query(q): Query<LoginQuery>,
+) -> Html<String> {
+    let msg = q
+        .expired
+        .map(|_| "Your session ended after a period without activity. Please sign in again.");
+    login_page(&state, msg)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    user: String,
+    password: String,
+}
+
+/// The one message for every failed sign-in.
+pub const SIGN_IN_FAILED: &str = "Sign-in failed. Check your user name and password.";
+
+pub async fn login(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    if !same_origin(&headers) {
+        return (StatusCode::FORBIDDEN, "cross-site request refused").into_response();
+    }
+    let ip = peer.ip().to_string();
+    let user = form.user.trim();
+    let user_id = (!user.is_empty() && user.len() <= 256).then(|| user.to_owned());
+    let auth = &state.auth;
+    let verified = {
+        let users = auth.users.clone();
+        let (u, p) = (user.to_owned(), form.password);
+        tokio::task::spawn_blocking(move || users.verify(&u, &p))
+            .await
+            .unwrap_or(Err(crate::auth::local::Refusal::BadCredentials))
+    };
+    let identity = match verified {
+        Ok(i) => i,
+        Err(refusal) => {
+            let e = Entry::new(Action::LoginFailure)
+                .actor(&Actor {
+                    user_id,
+                    client_ip: Some(ip),
+                    ..Actor::default()
+                })
+                .detail("reason", refusal.name())
+                .detail("method", "local");
+            if let Err(e) = auth.audit.append(e).await {
+                tracing::error!(error = %sandbox::error_chain::chain(&e), "cannot record a failed sign-in");
+            }
+            return (
+                StatusCode::UNAUTHORIZED,
+                login_page(&state, Some(SIGN_IN_FAILED)),
+            )
+                .into_response();
+        }
+    };
+    // A new id at every sign-in: the browser's earlier session (if any) ends here.
+    if let Some(old) = cookie_session(&headers) {
+        auth.sessions.end(&old);
+    }
+    let session = auth.sessions.create(identity, Some(ip));
+    let action = if session.identity.break_glass {
+        Action::BreakGlassLogin
+    } else {
+        Action::LoginSuccess
+    };
+    let e = Entry::new(action)
+        .actor(&actor_of(&session))
+        .detail("method", "local");
+    if let Err(e) = auth.audit.append(e).await {
+        // Fail closed: a sign-in that cannot be recorded does not happen.
+        auth.sessions.end(&session.id);
+        tracing::error!(error = %sandbox::error_chain::chain(&e), "cannot record a sign-in; refused");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the audit trail is unavailable",
+        )
+            .into_response();
+    }
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::SET_COOKIE, Sessions::cookie(&session.id)),
+            (header::LOCATION, "/".to_owned()),
+        ],
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+pub async fn logout(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if !same_origin(&headers) {
+        return (StatusCode::FORBIDDEN, "cross-site request refused").into_response();
+    }
+    let session = match current(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if form.csrf != session.csrf {
+        return (
+            StatusCode::FORBIDDEN,
+            "the form has expired; reload the page",
+        )
+            .into_response();
+    }
+    state.auth.sessions.end(&session.id);
+    let e = Entry::new(Action::Logout)
+        .actor(&actor_of(&session))
+        .detail("reason", "user");
+    if let Err(e) = state.auth.audit.append(e).await {
+        tracing::error!(error = %sandbox::error_chain::chain(&e), "cannot record a sign-out");
+    }
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::SET_COOKIE, Sessions::clear_cookie()),
+            (header::LOCATION, "/login".to_owned()),
+        ],
+    )
+        .into_response()
+}
+
+/// The signed-in home page.
+pub async fn home(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    let s = match current(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let who = &s.identity;
+    page(
+        &state,
+        "phibox",
+        &format!(
+            r#"<header class="top"><span>Signed in as <strong>{name}</strong> ({role}{dept})</span>
+<form method="post" action="/logout"><input type="hidden" name="csrf" value="{csrf}"><button type="submit">Sign out</button></form></header>
+<h1>phibox</h1>
+<p>Local AI assistance for clinical notes. The chat pages are being built.</p>"#,
+            name = escape(&who.display_name),
+            role = escape(who.role.title()),
+            dept = who
+                .department
+                .as_deref()
+                .map(|d| format!(", {}", escape(d)))
+                .unwrap_or_default(),
+            csrf = escape(&s.csrf),
+        ),
+    )
+    .into_response()
+}
+
+/// Ends sessions whose time has passed, every `every`, recording each (runs until the state
+/// is dropped by every other holder).
+pub async fn sweep(state: WebState, every: std::time::Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        for ended in state.auth.sessions.sweep() {
+            record_timeout(&state, &ended).await;
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! A minimal HTTPS client for the web tests: real TLS (trusting only the data directory's
+//! certificate), raw HTTP/1.1 requests, parsed replies.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    /// Every `Set-Cookie` value.
+    pub cookies: Vec<String>,
+    pub body: String,
+}
+
+pub fn parse(raw: &[u8]) -> Reply {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut headers = HashMap::new();
+    let mut cookies = Vec::new();
+    for (k, v) in lines.filter_map(|l| l.split_once(':')) {
+        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_owned());
+        if k == "set-cookie" {
+            cookies.push(v.clone());
+        }
+        headers.insert(k, v);
+    }
+    Reply {
+        status,
+        headers,
+        cookies,
+        body: body.to_owned(),
+    }
+}
+
+pub fn client_config(
+    data: &Path,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(data.join("tls/chain.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// Sends one request over TLS (the given protocol versions) and reads the whole reply.
+pub async fn https(
+    addr: SocketAddr,
+    data: &Path,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    request: &str,
+) -> (Reply, rustls::ProtocolVersion) {
+    let connector = tokio_rustls::TlsConnector::from(client_config(data, versions));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let version = tls.get_ref().1.protocol_version().unwrap();
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw).await;
+    (parse(&raw), version)
+}
+
+pub async fn https_get(
+    addr: SocketAddr,
+    data: &Path,
+    path: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> (Reply, rustls::ProtocolVersion) {
+    https(
+        addr,
+        data,
+        versions,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
+/// A request as a browser on this site sends it: Host, Origin, optional cookie and form body.
+pub async fn browser(
+    addr: SocketAddr,
+    data: &Path,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    form: Option<&str>,
+    origin: bool,
+) -> Reply {
+    let host = format!("localhost:{}", addr.port());
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if origin {
+        req.push_str(&format!("Origin: https://{host}\r\n"));
+    }
+    if let Some(c) = cookie {
+        req.push_str(&format!("Cookie: {c}\r\n"));
+    }
+    let body = form.unwrap_or("");
+    if form.is_some() {
+        req.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    https(addr, data, &[&rustls::version::TLS13], &req).await.0
+}
+
+pub async fn plain(addr: SocketAddr, request: &str) -> Vec<u8> {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut raw)).await;
+    raw
+}
+
+/// A web state for tests: the given accounts and clock, a fresh audit trail in `data`.
+pub fn state(
+    data: &Path,
+    users: supervisor::auth::local::LocalUsers,
+    clock: Arc<dyn supervisor::clock::Clock>,
+) -> supervisor::web::WebState {
+    supervisor::web::WebState {
+        dev: true,
+        auth: Arc::new(supervisor::web::Auth {
+            users,
+            sessions: supervisor::auth::session::Sessions::new(
+                clock,
+                supervisor::auth::session::DEFAULT_IDLE,
+            ),
+            audit: super::audit_log(data),
+        }),
+    }
+}

@@ -1,0 +1,206 @@
+//! Sign-in over real TLS with local accounts: one generic message for every failure, every
+//! attempt audited, a new host-only session cookie at every sign-in, sign-out and the idle
+//! timeout ending the session server-side (moved with a controllable clock), cross-site and
+//! token-less state changes refused.
+
+mod support;
+
+use std::sync::Arc;
+
+use jiff::SignedDuration;
+use supervisor::audit::Action;
+use supervisor::auth::local::{hash_password, LocalUser, LocalUsers};
+use supervisor::auth::Role;
+use supervisor::clock::ManualClock;
+use supervisor::web::{self, server, signin::SIGN_IN_FAILED, tls};
+use support::web::*;
+use support::*;
+
+fn accounts() -> LocalUsers {
+    LocalUsers::new(
+        vec![LocalUser {
+            id: "jsmith".into(),
+            name: "J. Smith".into(),
+            department: Some("nursing".into()),
+            role: Role::Nurse,
+            password_hash: hash_password("correct horse battery").unwrap(),
+        }],
+        false,
+    )
+    .unwrap()
+}
+
+/// The session cookie (`name=value`) a reply sets.
+fn session_cookie(r: &Reply) -> String {
+    let c = r
+        .cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-phibox="))
+        .unwrap_or_else(|| panic!("no session cookie in {:?}", r.cookies));
+    c.split(';').next().unwrap().to_owned()
+}
+
+fn csrf_of(page: &str) -> String {
+    let at = page.find(r#"name="csrf" value=""#).expect("a CSRF field") + 19;
+    page[at..at + 64].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_sessions_and_sign_out() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path();
+    let clock = Arc::new(ManualClock::new("2026-12-01T09:00:00Z".parse().unwrap()));
+    let st = state(data, accounts(), clock.clone());
+    let audit = st.auth.audit.clone();
+    let (config, _) = tls::for_data_dir(data, true).unwrap();
+    let s = server::start("127.0.0.1:0".parse().unwrap(), None, config, web::app(st))
+        .await
+        .unwrap();
+    let a = s.https;
+
+    // Signed out: pages send the browser to the sign-in form.
+    let r = browser(a, data, "GET", "/", None, None, false).await;
+    assert_eq!((r.status, r.headers["location"].as_str()), (303, "/login"));
+
+    // Cross-site sign-in attempts are refused before any check.
+    let good = "user=jsmith&password=correct+horse+battery";
+    let r = browser(a, data, "POST", "/login", None, Some(good), false).await;
+    assert_eq!(r.status, 403);
+
+    // Wrong password, unknown user, empty password: one and the same answer.
+    for form in [
+        "user=jsmith&password=wrong",
+        "user=nobody&password=correct+horse+battery",
+        "user=jsmith&password=",
+    ] {
+        let r = browser(a, data, "POST", "/login", None, Some(form), true).await;
+        assert_eq!(r.status, 401, "{form}");
+        assert!(r.body.contains(SIGN_IN_FAILED), "{form}: {}", r.body);
+        assert!(r.cookies.is_empty(), "{form}");
+    }
+
+    // The right password: a host-only, secure, HttpOnly, strict cookie with 256 random bits.
+    let r = browser(a, data, "POST", "/login", None, Some(good), true).await;
+    assert_eq!((r.status, r.headers["location"].as_str()), (303, "/"));
+    let set = r.cookies[0].clone();
+    for part in ["Path=/", "Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(set.contains(part), "{set}");
+    }
+    let first = session_cookie(&r);
+    assert_eq!(first.len(), "__Host-phibox=".len() + 64);
+    let home = browser(a, data, "GET", "/", Some(&first), None, false).await;
+    assert_eq!(home.status, 200);
+    assert!(home
+        .body
+        .contains("Signed in as <strong>J. Smith</strong> (Nurse, nursing)"));
+
+    // Signing in again gives a new id and ends the old session.
+    let r = browser(a, data, "POST", "/login", Some(&first), Some(good), true).await;
+    let second = session_cookie(&r);
+    assert_ne!(first, second);
+    let r = browser(a, data, "GET", "/", Some(&first), None, false).await;
+    assert_eq!(r.status, 303, "the old id is dead");
+
+    // Sign-out needs this site's origin and the session's token; then the session is gone.
+    let home = browser(a, data, "GET", "/", Some(&second), None, false).await;
+    let csrf = csrf_of(&home.body);
+    let r = browser(
+        a,
+        data,
+        "POST",
+        "/logout",
+        Some(&second),
+        Some(&format!("csrf={csrf}")),
+        false,
+    )
+    .await;
+    assert_eq!(r.status, 403, "no Origin");
+    let r = browser(
+        a,
+        data,
+        "POST",
+        "/logout",
+        Some(&second),
+        Some(&format!("csrf={}", "0".repeat(64))),
+        true,
+    )
+    .await;
+    assert_eq!(r.status, 403, "wrong token");
+    let r = browser(
+        a,
+        data,
+        "POST",
+        "/logout",
+        Some(&second),
+        Some(&format!("csrf={csrf}")),
+        true,
+    )
+    .await;
+    assert_eq!((r.status, r.headers["location"].as_str()), (303, "/login"));
+    assert!(r.cookies[0].contains("Max-Age=0"));
+    let r = browser(a, data, "GET", "/", Some(&second), None, false).await;
+    assert_eq!(
+        r.status, 303,
+        "ended server-side, whatever the browser keeps"
+    );
+
+    // Idle: 15 minutes without a request end the session.
+    let r = browser(a, data, "POST", "/login", None, Some(good), true).await;
+    let third = session_cookie(&r);
+    clock.advance(SignedDuration::from_mins(14));
+    assert_eq!(
+        browser(a, data, "GET", "/", Some(&third), None, false)
+            .await
+            .status,
+        200
+    );
+    clock.advance(SignedDuration::from_mins(15));
+    let r = browser(a, data, "GET", "/", Some(&third), None, false).await;
+    assert_eq!(
+        (r.status, r.headers["location"].as_str()),
+        (303, "/login?expired=1")
+    );
+    let r = browser(a, data, "GET", "/login?expired=1", None, None, false).await;
+    assert!(r.body.contains("without activity"), "{}", r.body);
+
+    s.stop(std::time::Duration::from_secs(2)).await;
+    audit.close().await.unwrap();
+    let rs = audit_records(data);
+    let trail: Vec<(Action, Option<String>)> = rs
+        .iter()
+        .filter(|r| r.action != Action::Seal)
+        .map(|r| (r.action, r.detail.get("reason").cloned()))
+        .collect();
+    assert_eq!(
+        trail,
+        vec![
+            (Action::LoginFailure, Some("bad_credentials".into())),
+            (Action::LoginFailure, Some("bad_credentials".into())),
+            (Action::LoginFailure, Some("empty_password".into())),
+            (Action::LoginSuccess, None),
+            (Action::LoginSuccess, None),
+            (Action::Logout, Some("user".into())),
+            (Action::LoginSuccess, None),
+            (Action::IdleLogout, Some("idle".into())),
+        ]
+    );
+    let ok = rs
+        .iter()
+        .find(|r| r.action == Action::LoginSuccess)
+        .unwrap();
+    assert_eq!(ok.user_id.as_deref(), Some("jsmith"));
+    assert_eq!(ok.user_role.as_deref(), Some("nurse"));
+    assert_eq!(ok.client_ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(ok.session_id.as_ref().map(String::len), Some(64));
+    assert_eq!(
+        rs[1].user_id.as_deref(),
+        Some("nobody"),
+        "the attempted name is kept"
+    );
+    // No password, right or wrong, reached the trail.
+    let raw = audit_bytes(data);
+    assert!(
+        !raw.contains("correct horse") && !raw.contains("wrong"),
+        "{raw}"
+    );
+}
