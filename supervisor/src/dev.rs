@@ -356,6 +356,8 @@ async fn serve(
     let (users, password) = dev_users(&opts.data_dir)?;
     let web_state = crate::web::WebState {
         dev: true,
+        chat: Some(chat.clone()),
+        prompt_cap: crate::web::DEFAULT_PROMPT_CAP,
         auth: std::sync::Arc::new(crate::web::Auth {
             users,
             sessions: crate::auth::session::Sessions::new(

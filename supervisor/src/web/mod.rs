@@ -2,11 +2,13 @@
 //! security headers on every response, and the pages. Sign-in, roles, sessions and the chat
 //! pages build on this (issue 5).
 
+pub mod chat;
 pub mod headers;
 pub mod pages;
 pub mod redirect;
 pub mod server;
 pub mod signin;
+pub mod templates;
 pub mod tls;
 
 use std::sync::Arc;
@@ -31,7 +33,14 @@ pub struct WebState {
     /// Dev mode: a banner on every page says the box is not a production appliance.
     pub dev: bool,
     pub auth: Arc<Auth>,
+    /// The audited chat path; `None` while no inference is available.
+    pub chat: Option<crate::chat::Chat>,
+    /// Longest text a chat request may carry, in characters (minimum necessary).
+    pub prompt_cap: usize,
 }
+
+/// The default prompt cap: about four pages of notes.
+pub const DEFAULT_PROMPT_CAP: usize = 12_000;
 
 /// The HTTPS application: every route, with the security headers.
 pub fn app(state: WebState) -> Router {

@@ -9,9 +9,10 @@ use axum::Router;
 use super::WebState;
 
 const CSS: &str = include_str!("assets/app.css");
+const CHAT_JS: &str = include_str!("assets/chat.js");
 
 /// Every GET route the UI serves (the header test walks this list).
-pub const ROUTES: &[&str] = &["/", "/login", "/assets/app.css"];
+pub const ROUTES: &[&str] = &["/", "/login", "/chat", "/assets/app.css", "/assets/chat.js"];
 
 pub fn routes(state: WebState) -> Router {
     Router::new()
@@ -21,7 +22,14 @@ pub fn routes(state: WebState) -> Router {
             get(super::signin::login_form).post(super::signin::login),
         )
         .route("/logout", post(super::signin::logout))
+        .route("/chat", get(super::chat::chat_page))
+        .route(
+            "/api/chat",
+            post(super::chat::chat_api)
+                .layer(axum::extract::DefaultBodyLimit::max(super::chat::MAX_BODY)),
+        )
         .route("/assets/app.css", get(css))
+        .route("/assets/chat.js", get(chat_js))
         .fallback(not_found)
         .with_state(state)
 }
@@ -63,6 +71,14 @@ pub fn page(state: &WebState, title: &str, body: &str) -> Html<String> {
 
 async fn css() -> Response {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS).into_response()
+}
+
+async fn chat_js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        CHAT_JS,
+    )
+        .into_response()
 }
 
 async fn not_found(State(state): State<WebState>) -> Response {

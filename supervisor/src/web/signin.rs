@@ -247,7 +247,8 @@ pub async fn home(State(state): State<WebState>, headers: HeaderMap) -> Response
             r#"<header class="top"><span>Signed in as <strong>{name}</strong> ({role}{dept})</span>
 <form method="post" action="/logout"><input type="hidden" name="csrf" value="{csrf}"><button type="submit">Sign out</button></form></header>
 <h1>phibox</h1>
-<p>Local AI assistance for clinical notes. The chat pages are being built.</p>"#,
+<p>Local AI assistance for clinical notes.</p>
+<p><a href="/chat">Open the assistant</a></p>"#,
             name = escape(&who.display_name),
             role = escape(who.role.title()),
             dept = who

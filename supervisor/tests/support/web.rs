@@ -145,6 +145,8 @@ pub fn state(
 ) -> supervisor::web::WebState {
     supervisor::web::WebState {
         dev: true,
+        chat: None,
+        prompt_cap: supervisor::web::DEFAULT_PROMPT_CAP,
         auth: Arc::new(supervisor::web::Auth {
             users,
             sessions: supervisor::auth::session::Sessions::new(

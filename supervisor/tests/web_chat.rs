@@ -1,0 +1,181 @@
+//! The chat endpoint over real TLS with the real confined worker (a generated model): a signed-in
+//! nurse streams an answer; the request and response records carry her session; cross-site,
+//! token-less, oversized, over-cap and wrong-template requests are refused with clear answers;
+//! roles that do not chat get no chat page. Needs root (the worker's sandbox).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use supervisor::audit::Action;
+use supervisor::auth::local::{hash_password, LocalUser, LocalUsers};
+use supervisor::auth::Role;
+use supervisor::chat::Chat;
+use supervisor::inference::{spawn_manager, Status};
+use supervisor::web::{self, server, tls};
+use support::web::*;
+use support::*;
+
+fn accounts() -> LocalUsers {
+    let hash = hash_password("pw-for-tests").unwrap();
+    let user = |id: &str, role| LocalUser {
+        id: id.into(),
+        name: id.into(),
+        department: Some("nursing".into()),
+        role,
+        password_hash: hash.clone(),
+    };
+    LocalUsers::new(
+        vec![user("nina", Role::Nurse), user("adam", Role::Admin)],
+        false,
+    )
+    .unwrap()
+}
+
+async fn sign_in(a: std::net::SocketAddr, data: &std::path::Path, user: &str) -> (String, String) {
+    let r = browser(
+        a,
+        data,
+        "POST",
+        "/login",
+        None,
+        Some(&format!("user={user}&password=pw-for-tests")),
+        true,
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let cookie = r.cookies[0].split(';').next().unwrap().to_owned();
+    let page = browser(a, data, "GET", "/chat", Some(&cookie), None, false).await;
+    let csrf = page
+        .body
+        .split(r#"data-csrf=""#)
+        .nth(1)
+        .map(|s| s[..64].to_owned())
+        .unwrap_or_default();
+    (cookie, csrf)
+}
+
+async fn api(
+    a: std::net::SocketAddr,
+    data: &std::path::Path,
+    cookie: &str,
+    csrf: Option<&str>,
+    origin: bool,
+    body: &str,
+) -> Reply {
+    let host = format!("localhost:{}", a.port());
+    let mut req = format!(
+        "POST /api/chat HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nCookie: {cookie}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if origin {
+        req.push_str(&format!("Origin: https://{host}\r\n"));
+    }
+    if let Some(t) = csrf {
+        req.push_str(&format!("X-CSRF-Token: {t}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    https(a, data, &[&rustls::version::TLS13], &req).await.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nurse_streams_an_answer_and_the_trail_records_it() {
+    require_root();
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path();
+    let h = spawn_manager(launch("phibox-worker", &tiny_model(data), settings()));
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        h.wait_for(|s| matches!(s, Status::Ready { .. })),
+    )
+    .await
+    .unwrap();
+    let mut st = state(data, accounts(), Arc::new(supervisor::clock::SystemClock));
+    st.chat = Some(Chat::new(h.clone(), st.auth.audit.clone(), "tiny.gguf"));
+    st.prompt_cap = 200;
+    let audit = st.auth.audit.clone();
+    let (config, _) = tls::for_data_dir(data, true).unwrap();
+    let s = server::start("127.0.0.1:0".parse().unwrap(), None, config, web::app(st))
+        .await
+        .unwrap();
+    let a = s.https;
+
+    let (cookie, csrf) = sign_in(a, data, "nina").await;
+    assert_eq!(csrf.len(), 64);
+    let page = browser(a, data, "GET", "/chat", Some(&cookie), None, false).await;
+    assert!(page.body.contains(r#"<option value="clinical_summary">"#));
+    assert!(!page.body.contains("structured_report"), "not for nurses");
+    assert!(page.body.contains("Draft for clinician review"));
+    assert!(page
+        .body
+        .contains(r#"<script src="/assets/chat.js" defer>"#));
+
+    let good = r#"{"template":"clinical_summary","text":"Pt 71M, NSTEMI, PCI to LAD, on DAPT."}"#;
+    let r = api(a, data, &cookie, Some(&csrf), true, good).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.headers["content-type"].starts_with("text/event-stream"));
+    assert!(r.body.contains("event: token"), "{}", r.body);
+    assert!(r.body.contains("event: done"), "{}", r.body);
+    assert!(r.body.contains(r#""finish":"#), "{}", r.body);
+
+    // Refusals, each with its reason.
+    assert_eq!(
+        api(a, data, &cookie, Some(&csrf), false, good).await.status,
+        403
+    );
+    assert_eq!(api(a, data, &cookie, None, true, good).await.status, 403);
+    let other = r#"{"template":"structured_report","text":"x"}"#;
+    assert_eq!(
+        api(a, data, &cookie, Some(&csrf), true, other).await.status,
+        403
+    );
+    let long = format!(
+        r#"{{"template":"clinical_summary","text":"{}"}}"#,
+        "x".repeat(201)
+    );
+    let r = api(a, data, &cookie, Some(&csrf), true, &long).await;
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("the limit is 200"), "{}", r.body);
+    let huge = format!(
+        r#"{{"template":"clinical_summary","text":"{}"}}"#,
+        "x".repeat(70_000)
+    );
+    assert_eq!(
+        api(a, data, &cookie, Some(&csrf), true, &huge).await.status,
+        413
+    );
+
+    // An administrator does not chat.
+    let (admin, _) = sign_in(a, data, "adam").await;
+    assert_eq!(
+        browser(a, data, "GET", "/chat", Some(&admin), None, false)
+            .await
+            .status,
+        403
+    );
+
+    s.stop(Duration::from_secs(2)).await;
+    h.shutdown().await;
+    audit.close().await.unwrap();
+    let rs = audit_records(data);
+    let chat: Vec<&supervisor::audit::Record> = rs
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.action,
+                Action::ChatRequest | Action::ChatResponseCompleted
+            )
+        })
+        .collect();
+    assert_eq!(chat.len(), 2, "one request, one response: {rs:?}");
+    let session = chat[0].session_id.clone().unwrap();
+    assert_eq!(chat[1].session_id.as_deref(), Some(session.as_str()));
+    assert_eq!(chat[0].user_id.as_deref(), Some("nina"));
+    assert_eq!(chat[0].client_ip.as_deref(), Some("127.0.0.1"));
+    assert!(
+        !audit_bytes(data).contains("NSTEMI"),
+        "no prompt text in the trail"
+    );
+}
