@@ -57,6 +57,23 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
+/// HTTP/2 carries the host as the `:authority` pseudo-header, which hyper puts in the URI:
+/// give every request a Host header, so origin checks and redirects see one (browsers speak
+/// HTTP/2 here; without this every same-origin form post of theirs would be refused).
+fn fill_host<B>(req: &mut axum::http::Request<B>) {
+    use axum::http::{header::HOST, HeaderValue};
+    if req.headers().contains_key(HOST) {
+        return;
+    }
+    if let Some(v) = req
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        req.headers_mut().insert(HOST, v);
+    }
+}
+
 /// Serves one accepted connection (TLS or not) until it closes or the server stops.
 async fn connection<S>(io: S, peer: SocketAddr, app: Router, mut stop: watch::Receiver<bool>)
 where
@@ -65,6 +82,7 @@ where
     let svc = app.map_request(move |req: hyper::Request<hyper::body::Incoming>| {
         let mut req = req.map(axum::body::Body::new);
         req.extensions_mut().insert(ConnectInfo(peer));
+        fill_host(&mut req);
         req
     });
     let builder = auto::Builder::new(TokioExecutor::new());
@@ -164,4 +182,26 @@ pub async fn start(
         stop,
         tasks,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{header::HOST, Request};
+
+    #[test]
+    fn http2_requests_get_their_host_from_the_authority() {
+        let mut h2 = Request::builder()
+            .uri("https://box.clinic:8443/login")
+            .body(())
+            .unwrap();
+        super::fill_host(&mut h2);
+        assert_eq!(h2.headers()[HOST], "box.clinic:8443");
+        let mut h1 = Request::builder()
+            .uri("/login")
+            .header(HOST, "a.example")
+            .body(())
+            .unwrap();
+        super::fill_host(&mut h1);
+        assert_eq!(h1.headers()[HOST], "a.example");
+    }
 }
