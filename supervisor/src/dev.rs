@@ -364,6 +364,7 @@ async fn serve(
                 std::sync::Arc::new(SystemClock),
                 crate::auth::session::DEFAULT_IDLE,
             ),
+            throttle: crate::auth::throttle::Throttle::new(std::sync::Arc::new(SystemClock)),
             audit: audit.clone(),
         }),
     };

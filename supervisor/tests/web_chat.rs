@@ -13,7 +13,6 @@ use supervisor::auth::local::{hash_password, LocalUser, LocalUsers};
 use supervisor::auth::Role;
 use supervisor::chat::Chat;
 use supervisor::inference::{spawn_manager, Status};
-use supervisor::web::{self, server, tls};
 use support::web::*;
 use support::*;
 
@@ -96,10 +95,7 @@ async fn a_nurse_streams_an_answer_and_the_trail_records_it() {
     st.chat = Some(Chat::new(h.clone(), st.auth.audit.clone(), "tiny.gguf"));
     st.prompt_cap = 200;
     let audit = st.auth.audit.clone();
-    let (config, _) = tls::for_data_dir(data, true).unwrap();
-    let s = server::start("127.0.0.1:0".parse().unwrap(), None, config, web::app(st))
-        .await
-        .unwrap();
+    let s = serve_app(data, st).await;
     let a = s.https;
 
     let (cookie, csrf) = sign_in(a, data, "nina").await;

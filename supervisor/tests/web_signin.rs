@@ -12,7 +12,7 @@ use supervisor::audit::Action;
 use supervisor::auth::local::{hash_password, LocalUser, LocalUsers};
 use supervisor::auth::Role;
 use supervisor::clock::ManualClock;
-use supervisor::web::{self, server, signin::SIGN_IN_FAILED, tls};
+use supervisor::web::signin::SIGN_IN_FAILED;
 use support::web::*;
 use support::*;
 
@@ -52,10 +52,7 @@ async fn sign_in_sessions_and_sign_out() {
     let clock = Arc::new(ManualClock::new("2026-12-01T09:00:00Z".parse().unwrap()));
     let st = state(data, accounts(), clock.clone());
     let audit = st.auth.audit.clone();
-    let (config, _) = tls::for_data_dir(data, true).unwrap();
-    let s = server::start("127.0.0.1:0".parse().unwrap(), None, config, web::app(st))
-        .await
-        .unwrap();
+    let s = serve_app(data, st).await;
     let a = s.https;
 
     // Signed out: pages send the browser to the sign-in form.
@@ -203,4 +200,55 @@ async fn sign_in_sessions_and_sign_out() {
         !raw.contains("correct horse") && !raw.contains("wrong"),
         "{raw}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_lock_the_account_for_fifteen_minutes() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path();
+    let clock = Arc::new(ManualClock::new("2026-12-01T09:00:00Z".parse().unwrap()));
+    let st = state(data, accounts(), clock.clone());
+    let audit = st.auth.audit.clone();
+    let s = serve_app(data, st).await;
+    let a = s.https;
+    for _ in 0..5 {
+        let r = browser(
+            a,
+            data,
+            "POST",
+            "/login",
+            None,
+            Some("user=jsmith&password=guess"),
+            true,
+        )
+        .await;
+        assert_eq!(r.status, 401);
+    }
+    // Locked: even the right password is not checked now.
+    let good = "user=jsmith&password=correct+horse+battery";
+    let r = browser(a, data, "POST", "/login", None, Some(good), true).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body.contains("Too many failed sign-ins"), "{}", r.body);
+    assert!(r.cookies.is_empty());
+    clock.advance(SignedDuration::from_mins(16));
+    let r = browser(a, data, "POST", "/login", None, Some(good), true).await;
+    assert_eq!(r.status, 303, "the window has passed");
+    s.stop(std::time::Duration::from_secs(2)).await;
+    audit.close().await.unwrap();
+    let rs = audit_records(data);
+    let actions: Vec<(Action, Option<String>)> = rs
+        .iter()
+        .filter(|r| r.action != Action::Seal)
+        .map(|r| {
+            (
+                r.action,
+                r.detail.get("reason").or(r.detail.get("scope")).cloned(),
+            )
+        })
+        .collect();
+    let mut want = vec![(Action::LoginFailure, Some("bad_credentials".to_owned())); 5];
+    want.push((Action::Lockout, Some("account".into())));
+    want.push((Action::LoginFailure, Some("locked_out".into())));
+    want.push((Action::LoginSuccess, None));
+    assert_eq!(actions, want);
 }

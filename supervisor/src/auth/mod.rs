@@ -4,6 +4,7 @@
 
 pub mod local;
 pub mod session;
+pub mod throttle;
 
 use serde::{Deserialize, Serialize};
 

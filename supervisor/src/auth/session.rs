@@ -71,6 +71,11 @@ impl Sessions {
         self.idle
     }
 
+    /// The store's clock's time.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }

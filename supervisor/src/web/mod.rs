@@ -24,6 +24,7 @@ use crate::auth::session::Sessions;
 pub struct Auth {
     pub users: LocalUsers,
     pub sessions: Sessions,
+    pub throttle: crate::auth::throttle::Throttle,
     pub audit: AuditLog,
 }
 

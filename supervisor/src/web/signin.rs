@@ -131,6 +131,34 @@ pub async fn login(
     let user = form.user.trim();
     let user_id = (!user.is_empty() && user.len() <= 256).then(|| user.to_owned());
     let auth = &state.auth;
+    let fail = |reason: &str| {
+        Entry::new(Action::LoginFailure)
+            .actor(&Actor {
+                user_id: user_id.clone(),
+                client_ip: Some(ip.clone()),
+                ..Actor::default()
+            })
+            .detail("reason", reason)
+            .detail("method", "local")
+    };
+    if let Err(locked) = auth.throttle.check(user, peer.ip()) {
+        let e = fail("locked_out").detail("scope", locked.key.scope());
+        if let Err(e) = auth.audit.append(e).await {
+            tracing::error!(error = %sandbox::error_chain::chain(&e), "cannot record a refused sign-in");
+        }
+        let minutes = (locked.until.duration_since(auth.sessions.now()).as_secs() + 59) / 60;
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            login_page(
+                &state,
+                Some(&format!(
+                    "Too many failed sign-ins. Try again in {} minute(s), or ask the help desk.",
+                    minutes.max(1)
+                )),
+            ),
+        )
+            .into_response();
+    }
     let verified = {
         let users = auth.users.clone();
         let (u, p) = (user.to_owned(), form.password);
@@ -141,16 +169,23 @@ pub async fn login(
     let identity = match verified {
         Ok(i) => i,
         Err(refusal) => {
-            let e = Entry::new(Action::LoginFailure)
-                .actor(&Actor {
-                    user_id,
-                    client_ip: Some(ip),
-                    ..Actor::default()
-                })
-                .detail("reason", refusal.name())
-                .detail("method", "local");
-            if let Err(e) = auth.audit.append(e).await {
-                tracing::error!(error = %sandbox::error_chain::chain(&e), "cannot record a failed sign-in");
+            let mut entries = vec![fail(refusal.name())];
+            for locked in auth.throttle.failed(user, peer.ip()) {
+                entries.push(
+                    Entry::new(Action::Lockout)
+                        .actor(&Actor {
+                            user_id: user_id.clone(),
+                            client_ip: Some(ip.clone()),
+                            ..Actor::default()
+                        })
+                        .detail("scope", locked.key.scope())
+                        .detail("until", format!("{:.0}", locked.until)),
+                );
+            }
+            for e in entries {
+                if let Err(e) = auth.audit.append(e).await {
+                    tracing::error!(error = %sandbox::error_chain::chain(&e), "cannot record a failed sign-in");
+                }
             }
             return (
                 StatusCode::UNAUTHORIZED,
@@ -159,6 +194,7 @@ pub async fn login(
                 .into_response();
         }
     };
+    auth.throttle.succeeded(user);
     // A new id at every sign-in: the browser's earlier session (if any) ends here.
     if let Some(old) = cookie_session(&headers) {
         auth.sessions.end(&old);

@@ -150,10 +150,28 @@ pub fn state(
         auth: Arc::new(supervisor::web::Auth {
             users,
             sessions: supervisor::auth::session::Sessions::new(
-                clock,
+                clock.clone(),
                 supervisor::auth::session::DEFAULT_IDLE,
             ),
+            throttle: supervisor::auth::throttle::Throttle::new(clock),
             audit: super::audit_log(data),
         }),
     }
+}
+
+/// Serves `state`'s app over HTTPS on a free loopback port with dev mode's certificate in
+/// `data` (no redirect listener).
+pub async fn serve_app(
+    data: &Path,
+    state: supervisor::web::WebState,
+) -> supervisor::web::server::Listening {
+    let (config, _) = supervisor::web::tls::for_data_dir(data, true).unwrap();
+    supervisor::web::server::start(
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        config,
+        supervisor::web::app(state),
+    )
+    .await
+    .unwrap()
 }
