@@ -43,6 +43,10 @@ pub struct WebSection {
     pub http: Option<std::net::SocketAddr>,
     /// Whether to answer plain HTTP with redirects at all.
     pub redirect: bool,
+    /// Sessions end after this many minutes without activity (HIPAA automatic logoff).
+    pub idle_timeout_mins: u32,
+    /// Needed for an idle timeout above 15 minutes; shown on the compliance page.
+    pub allow_long_idle_timeout: bool,
 }
 
 impl Default for WebSection {
@@ -51,6 +55,8 @@ impl Default for WebSection {
             https: None,
             http: None,
             redirect: true,
+            idle_timeout_mins: 15,
+            allow_long_idle_timeout: false,
         }
     }
 }
@@ -227,6 +233,20 @@ impl Config {
             "worker.shutdown_grace_secs",
             format!("must be at most 600, not {}", w.shutdown_grace_secs),
         )?;
+        range(
+            "web.idle_timeout_mins",
+            u64::from(self.web.idle_timeout_mins),
+            1,
+            240,
+        )?;
+        check(
+            self.web.idle_timeout_mins <= 15 || self.web.allow_long_idle_timeout,
+            "web.idle_timeout_mins",
+            format!(
+                "{} minutes is longer than the recommended 15; set web.allow_long_idle_timeout = true to accept that",
+                self.web.idle_timeout_mins
+            ),
+        )?;
         if let (Some(a), Some(b)) = (self.web.https, self.web.http) {
             check(
                 a != b || a.port() == 0,
@@ -276,6 +296,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("web.http: must differ"), "{e}");
+        let e = parse("[web]\nidle_timeout_mins = 30\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("web.idle_timeout_mins") && e.contains("allow_long_idle_timeout"),
+            "{e}"
+        );
+        let c = parse("[web]\nidle_timeout_mins = 30\nallow_long_idle_timeout = true\n").unwrap();
+        assert_eq!(c.web.idle_timeout_mins, 30);
+        assert!(parse("[web]\nidle_timeout_mins = 0\n").is_err());
     }
 
     #[test]

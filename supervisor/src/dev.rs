@@ -354,6 +354,12 @@ async fn serve(
     }
     tokio::spawn(crate::notify::watchdog(handle.clone()));
     let (users, password) = dev_users(&opts.data_dir)?;
+    if opts.config.web.idle_timeout_mins > 15 {
+        say(&format!(
+            "WARNING: sessions end after {} minutes without activity, longer than the recommended 15 (web.allow_long_idle_timeout)",
+            opts.config.web.idle_timeout_mins
+        ));
+    }
     let web_state = crate::web::WebState {
         dev: true,
         chat: Some(chat.clone()),
@@ -362,7 +368,7 @@ async fn serve(
             users,
             sessions: crate::auth::session::Sessions::new(
                 std::sync::Arc::new(SystemClock),
-                crate::auth::session::DEFAULT_IDLE,
+                jiff::SignedDuration::from_mins(i64::from(opts.config.web.idle_timeout_mins)),
             ),
             throttle: crate::auth::throttle::Throttle::new(std::sync::Arc::new(SystemClock)),
             audit: audit.clone(),

@@ -252,3 +252,62 @@ async fn repeated_failures_lock_the_account_for_fifteen_minutes() {
     want.push((Action::LoginSuccess, None));
     assert_eq!(actions, want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_can_ask_for_its_idle_time_without_counting_as_activity() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path();
+    let clock = Arc::new(ManualClock::new("2026-12-01T09:00:00Z".parse().unwrap()));
+    let st = state(data, accounts(), clock.clone());
+    let audit = st.auth.audit.clone();
+    let s = serve_app(data, st).await;
+    let a = s.https;
+    let good = "user=jsmith&password=correct+horse+battery";
+    let r = browser(a, data, "POST", "/login", None, Some(good), true).await;
+    let cookie = session_cookie(&r);
+    let home = browser(a, data, "GET", "/", Some(&cookie), None, false).await;
+    assert!(home
+        .body
+        .contains(r#"<script src="/assets/session.js" defer>"#));
+    let csrf = home.body.split(r#"data-csrf=""#).nth(1).unwrap()[..64].to_owned();
+    let left = |r: &Reply| -> i64 {
+        serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["idle_left"]
+            .as_i64()
+            .unwrap()
+    };
+    let r = browser(a, data, "GET", "/api/session", Some(&cookie), None, false).await;
+    assert_eq!(left(&r), 900);
+    clock.advance(SignedDuration::from_mins(10));
+    let r = browser(a, data, "GET", "/api/session", Some(&cookie), None, false).await;
+    assert_eq!(left(&r), 300, "polling is not activity");
+    // Typing reported by the page is activity (same origin, with the token).
+    let activity = |origin, token: &str| {
+        let cookie = cookie.clone();
+        let token = token.to_owned();
+        async move {
+            let host = format!("localhost:{}", a.port());
+            let mut req = format!("POST /api/activity HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nCookie: {cookie}\r\nX-CSRF-Token: {token}\r\nContent-Length: 0\r\n");
+            if origin {
+                req.push_str(&format!("Origin: https://{host}\r\n"));
+            }
+            req.push_str("\r\n");
+            https(a, data, &[&rustls::version::TLS13], &req)
+                .await
+                .0
+                .status
+        }
+    };
+    assert_eq!(activity(true, &"0".repeat(64)).await, 403);
+    assert_eq!(activity(false, &csrf).await, 403);
+    assert_eq!(activity(true, &csrf).await, 204);
+    let r = browser(a, data, "GET", "/api/session", Some(&cookie), None, false).await;
+    assert_eq!(left(&r), 900);
+    clock.advance(SignedDuration::from_mins(15));
+    let r = browser(a, data, "GET", "/api/session", Some(&cookie), None, false).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    s.stop(std::time::Duration::from_secs(2)).await;
+    audit.close().await.unwrap();
+    assert!(audit_records(data)
+        .iter()
+        .any(|r| r.action == Action::IdleLogout));
+}

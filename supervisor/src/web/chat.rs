@@ -16,7 +16,7 @@ use axum::Json;
 use sandbox::protocol::{Finish, Message, Phi, Role as MsgRole, Sampling};
 use serde::Deserialize;
 
-use super::pages::{escape, page};
+use super::pages::{escape, page, signed_in_page};
 use super::signin::{actor_of, current, same_origin};
 use super::templates;
 use super::WebState;
@@ -50,19 +50,20 @@ pub async fn chat_page(State(state): State<WebState>, headers: HeaderMap) -> Res
             .into_response();
     }
     let cap = state.prompt_cap;
-    page(
+    signed_in_page(
         &state,
+        &s.csrf,
         "Chat",
         &format!(
             r#"<h1>Chat</h1>
 <p class="notice">Every answer is a draft for clinician review. Enter only what the task needs.</p>
 <form id="chat" data-csrf="{csrf}">
 <label>Template <select name="template">{options}</select></label>
-<label>Text <textarea name="text" rows="10" maxlength="{cap}" required></textarea></label>
+<label>Text <textarea name="text" rows="10" maxlength="{cap}" required data-phi></textarea></label>
 <button type="submit" id="send">Send</button> <button type="button" id="stop" disabled>Stop</button>
 </form>
 <p id="status" role="status"></p>
-<section id="reply" class="reply" aria-live="polite"></section>
+<section id="reply" class="reply" aria-live="polite" data-phi></section>
 <p class="notice">Draft for clinician review.</p>
 <script src="/assets/chat.js" defer></script>"#,
             csrf = escape(&s.csrf),

@@ -10,9 +10,18 @@ use super::WebState;
 
 const CSS: &str = include_str!("assets/app.css");
 const CHAT_JS: &str = include_str!("assets/chat.js");
+const SESSION_JS: &str = include_str!("assets/session.js");
 
 /// Every GET route the UI serves (the header test walks this list).
-pub const ROUTES: &[&str] = &["/", "/login", "/chat", "/assets/app.css", "/assets/chat.js"];
+pub const ROUTES: &[&str] = &[
+    "/",
+    "/login",
+    "/chat",
+    "/api/session",
+    "/assets/app.css",
+    "/assets/chat.js",
+    "/assets/session.js",
+];
 
 pub fn routes(state: WebState) -> Router {
     Router::new()
@@ -30,6 +39,9 @@ pub fn routes(state: WebState) -> Router {
         )
         .route("/assets/app.css", get(css))
         .route("/assets/chat.js", get(chat_js))
+        .route("/assets/session.js", get(session_js))
+        .route("/api/session", get(super::signin::session_status))
+        .route("/api/activity", post(super::signin::activity))
         .fallback(not_found)
         .with_state(state)
 }
@@ -52,6 +64,23 @@ pub fn escape(s: &str) -> String {
 
 /// The page frame: title, stylesheet, the dev banner when in dev mode.
 pub fn page(state: &WebState, title: &str, body: &str) -> Html<String> {
+    frame(state, title, body, None)
+}
+
+/// A signed-in page: also carries the session's CSRF token and the idle-lock script, which
+/// removes every `data-phi` element from the page when the session ends for inactivity.
+pub fn signed_in_page(state: &WebState, csrf: &str, title: &str, body: &str) -> Html<String> {
+    frame(state, title, body, Some(csrf))
+}
+
+fn frame(state: &WebState, title: &str, body: &str, csrf: Option<&str>) -> Html<String> {
+    let (body_attr, script) = match csrf {
+        Some(t) => (
+            format!(r#" data-csrf="{}""#, escape(t)),
+            r#"<script src="/assets/session.js" defer></script>"#,
+        ),
+        None => (String::new(), ""),
+    };
     let banner = if state.dev {
         r#"<div class="banner dev">Development mode: self-signed certificate, unencrypted data directory. Never enter real patient data.</div>"#
     } else {
@@ -61,8 +90,8 @@ pub fn page(state: &WebState, title: &str, body: &str) -> Html<String> {
         r#"<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} · phibox</title><link rel="stylesheet" href="/assets/app.css"></head>
-<body>{banner}<main>{body}</main></body>
+<title>{title} · phibox</title><link rel="stylesheet" href="/assets/app.css">{script}</head>
+<body{body_attr}>{banner}<main>{body}</main></body>
 </html>
 "#,
         title = escape(title),
@@ -77,6 +106,14 @@ async fn chat_js() -> Response {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         CHAT_JS,
+    )
+        .into_response()
+}
+
+async fn session_js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SESSION_JS,
     )
         .into_response()
 }

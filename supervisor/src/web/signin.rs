@@ -12,7 +12,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
 
-use super::pages::{escape, page};
+use super::pages::{escape, page, signed_in_page};
 use super::WebState;
 use crate::audit::{Action, Actor, Entry};
 use crate::auth::session::{Invalid, Session, Sessions, COOKIE};
@@ -276,8 +276,9 @@ pub async fn home(State(state): State<WebState>, headers: HeaderMap) -> Response
         Err(r) => return r,
     };
     let who = &s.identity;
-    page(
+    signed_in_page(
         &state,
+        &s.csrf,
         "phibox",
         &format!(
             r#"<header class="top"><span>Signed in as <strong>{name}</strong> ({role}{dept})</span>
@@ -296,6 +297,48 @@ pub async fn home(State(state): State<WebState>, headers: HeaderMap) -> Response
         ),
     )
     .into_response()
+}
+
+/// `GET /api/session`: seconds of inactivity left, without counting this request as activity
+/// (the page's idle lock polls it); 401 once the session has ended.
+pub async fn session_status(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    let ended = || {
+        (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({ "expired": true })),
+        )
+            .into_response()
+    };
+    let Some(id) = cookie_session(&headers) else {
+        return ended();
+    };
+    match state.auth.sessions.peek(&id) {
+        Ok(s) => axum::Json(serde_json::json!({
+            "idle_left": state.auth.sessions.idle_left(&s),
+            "idle_timeout": state.auth.sessions.idle_timeout().as_secs(),
+        }))
+        .into_response(),
+        Err(invalid) => {
+            record_timeout(&state, &invalid).await;
+            ended()
+        }
+    }
+}
+
+/// `POST /api/activity`: the page reports typing or clicking (at most once a minute), which
+/// counts as activity like any request.
+pub async fn activity(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    if !same_origin(&headers) {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let s = match current(&state, &headers).await {
+        Ok(s) => s,
+        Err(_) => return StatusCode::UNAUTHORIZED.into_response(),
+    };
+    if headers.get("x-csrf-token").and_then(|v| v.to_str().ok()) != Some(s.csrf.as_str()) {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 /// Ends sessions whose time has passed, every `every`, recording each (runs until the state
