@@ -2,6 +2,7 @@
 //! security headers on every response, and the pages. Sign-in, roles, sessions and the chat
 //! pages build on this (issue 5).
 
+pub mod access;
 pub mod chat;
 pub mod headers;
 pub mod pages;

@@ -12,17 +12,6 @@ const CSS: &str = include_str!("assets/app.css");
 const CHAT_JS: &str = include_str!("assets/chat.js");
 const SESSION_JS: &str = include_str!("assets/session.js");
 
-/// Every GET route the UI serves (the header test walks this list).
-pub const ROUTES: &[&str] = &[
-    "/",
-    "/login",
-    "/chat",
-    "/api/session",
-    "/assets/app.css",
-    "/assets/chat.js",
-    "/assets/session.js",
-];
-
 pub fn routes(state: WebState) -> Router {
     Router::new()
         .route("/", get(super::signin::home))
@@ -42,6 +31,10 @@ pub fn routes(state: WebState) -> Router {
         .route("/assets/session.js", get(session_js))
         .route("/api/session", get(super::signin::session_status))
         .route("/api/activity", post(super::signin::activity))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::access::enforce,
+        ))
         .fallback(not_found)
         .with_state(state)
 }
