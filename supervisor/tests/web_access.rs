@@ -95,16 +95,8 @@ async fn every_route_for_every_role_and_anonymous() {
             let (cookie, csrf) = match actor {
                 None => (String::new(), "0".repeat(64)),
                 Some(role) => {
-                    let r = browser(
-                        a,
-                        data,
-                        "POST",
-                        "/login",
-                        None,
-                        Some(&format!("user={}&password=pw", role.name())),
-                        true,
-                    )
-                    .await;
+                    let form = format!("user={}&password=pw", role.name());
+                    let r = post_login(a, data, None, &form, true).await;
                     assert_eq!(r.status, 303, "{role:?}");
                     let cookie = r.cookies[0].split(';').next().unwrap().to_owned();
                     let home = browser(a, data, "GET", "/", Some(&cookie), None, false).await;

@@ -33,13 +33,11 @@ fn accounts() -> LocalUsers {
 }
 
 async fn sign_in(a: std::net::SocketAddr, data: &std::path::Path, user: &str) -> (String, String) {
-    let r = browser(
+    let r = post_login(
         a,
         data,
-        "POST",
-        "/login",
         None,
-        Some(&format!("user={user}&password=pw-for-tests")),
+        &format!("user={user}&password=pw-for-tests"),
         true,
     )
     .await;

@@ -61,8 +61,13 @@ async fn sign_in_sessions_and_sign_out() {
 
     // Cross-site sign-in attempts are refused before any check.
     let good = "user=jsmith&password=correct+horse+battery";
-    let r = browser(a, data, "POST", "/login", None, Some(good), false).await;
+    let r = post_login(a, data, None, good, false).await;
     assert_eq!(r.status, 403);
+
+    // A post without the sign-in form's token (a forged form) is refused.
+    let r = browser(a, data, "POST", "/login", None, Some(good), true).await;
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("form has expired"), "{}", r.body);
 
     // Wrong password, unknown user, empty password: one and the same answer.
     for form in [
@@ -70,14 +75,17 @@ async fn sign_in_sessions_and_sign_out() {
         "user=nobody&password=correct+horse+battery",
         "user=jsmith&password=",
     ] {
-        let r = browser(a, data, "POST", "/login", None, Some(form), true).await;
+        let r = post_login(a, data, None, form, true).await;
         assert_eq!(r.status, 401, "{form}");
         assert!(r.body.contains(SIGN_IN_FAILED), "{form}: {}", r.body);
-        assert!(r.cookies.is_empty(), "{form}");
+        assert!(
+            !r.cookies.iter().any(|c| c.starts_with("__Host-phibox=")),
+            "{form}"
+        );
     }
 
     // The right password: a host-only, secure, HttpOnly, strict cookie with 256 random bits.
-    let r = browser(a, data, "POST", "/login", None, Some(good), true).await;
+    let r = post_login(a, data, None, good, true).await;
     assert_eq!((r.status, r.headers["location"].as_str()), (303, "/"));
     let set = r.cookies[0].clone();
     for part in ["Path=/", "Secure", "HttpOnly", "SameSite=Strict"] {
@@ -92,7 +100,7 @@ async fn sign_in_sessions_and_sign_out() {
         .contains("Signed in as <strong>J. Smith</strong> (Nurse, nursing)"));
 
     // Signing in again gives a new id and ends the old session.
-    let r = browser(a, data, "POST", "/login", Some(&first), Some(good), true).await;
+    let r = post_login(a, data, Some(&first), good, true).await;
     let second = session_cookie(&r);
     assert_ne!(first, second);
     let r = browser(a, data, "GET", "/", Some(&first), None, false).await;
@@ -142,7 +150,7 @@ async fn sign_in_sessions_and_sign_out() {
     );
 
     // Idle: 15 minutes without a request end the session.
-    let r = browser(a, data, "POST", "/login", None, Some(good), true).await;
+    let r = post_login(a, data, None, good, true).await;
     let third = session_cookie(&r);
     clock.advance(SignedDuration::from_mins(14));
     assert_eq!(
@@ -212,26 +220,17 @@ async fn repeated_failures_lock_the_account_for_fifteen_minutes() {
     let s = serve_app(data, st).await;
     let a = s.https;
     for _ in 0..5 {
-        let r = browser(
-            a,
-            data,
-            "POST",
-            "/login",
-            None,
-            Some("user=jsmith&password=guess"),
-            true,
-        )
-        .await;
+        let r = post_login(a, data, None, "user=jsmith&password=guess", true).await;
         assert_eq!(r.status, 401);
     }
     // Locked: even the right password is not checked now.
     let good = "user=jsmith&password=correct+horse+battery";
-    let r = browser(a, data, "POST", "/login", None, Some(good), true).await;
+    let r = post_login(a, data, None, good, true).await;
     assert_eq!(r.status, 429, "{}", r.body);
     assert!(r.body.contains("Too many failed sign-ins"), "{}", r.body);
-    assert!(r.cookies.is_empty());
+    assert!(!r.cookies.iter().any(|c| c.starts_with("__Host-phibox=")));
     clock.advance(SignedDuration::from_mins(16));
-    let r = browser(a, data, "POST", "/login", None, Some(good), true).await;
+    let r = post_login(a, data, None, good, true).await;
     assert_eq!(r.status, 303, "the window has passed");
     s.stop(std::time::Duration::from_secs(2)).await;
     audit.close().await.unwrap();
@@ -263,7 +262,7 @@ async fn the_page_can_ask_for_its_idle_time_without_counting_as_activity() {
     let s = serve_app(data, st).await;
     let a = s.https;
     let good = "user=jsmith&password=correct+horse+battery";
-    let r = browser(a, data, "POST", "/login", None, Some(good), true).await;
+    let r = post_login(a, data, None, good, true).await;
     let cookie = session_cookie(&r);
     let home = browser(a, data, "GET", "/", Some(&cookie), None, false).await;
     assert!(home

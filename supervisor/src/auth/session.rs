@@ -14,6 +14,8 @@ use crate::clock::Clock;
 /// The session cookie's name; the `__Host-` prefix makes browsers insist on Secure, Path=/ and
 /// no Domain.
 pub const COOKIE: &str = "__Host-phibox";
+/// The sign-in form's CSRF cookie (double submit: the form carries the same value).
+pub const LOGIN_COOKIE: &str = "__Host-phibox-login";
 pub const DEFAULT_IDLE: SignedDuration = SignedDuration::from_mins(15);
 pub const ABSOLUTE: SignedDuration = SignedDuration::from_hours(12);
 pub const BREAK_GLASS_ABSOLUTE: SignedDuration = SignedDuration::from_mins(60);
@@ -50,6 +52,11 @@ impl std::fmt::Debug for Sessions {
             .field("idle", &self.idle)
             .finish_non_exhaustive()
     }
+}
+
+/// A 256-bit random token in hex (session ids, CSRF tokens).
+pub fn random_token() -> String {
+    random_hex(32)
 }
 
 fn random_hex(bytes: usize) -> String {

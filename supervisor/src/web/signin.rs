@@ -15,18 +15,23 @@ use serde::Deserialize;
 use super::pages::{escape, page, signed_in_page};
 use super::WebState;
 use crate::audit::{Action, Actor, Entry};
-use crate::auth::session::{Invalid, Session, Sessions, COOKIE};
+use crate::auth::session::{random_token, Invalid, Session, Sessions, COOKIE, LOGIN_COOKIE};
 
-/// The session id in a request's cookies.
-pub fn cookie_session(headers: &HeaderMap) -> Option<String> {
+/// A 64-hex-digit token cookie's value.
+fn token_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, v)| *k == COOKIE && v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .find(|(k, v)| *k == name && v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
         .map(|(_, v)| v.to_owned())
+}
+
+/// The session id in a request's cookies.
+pub fn cookie_session(headers: &HeaderMap) -> Option<String> {
+    token_cookie(headers, COOKIE)
 }
 
 /// Whether a state-changing request comes from this site.
@@ -81,7 +86,23 @@ pub struct LoginQuery {
     expired: Option<String>,
 }
 
-fn login_page(state: &WebState, message: Option<&str>) -> Html<String> {
+/// The sign-in page with a fresh form token (also set as a cookie: double submit).
+fn login_response(state: &WebState, status: StatusCode, message: Option<&str>) -> Response {
+    let token = random_token();
+    (
+        status,
+        [(
+            header::SET_COOKIE,
+            format!(
+                "{LOGIN_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=3600"
+            ),
+        )],
+        login_page(state, message, &token),
+    )
+        .into_response()
+}
+
+fn login_page(state: &WebState, message: Option<&str>, token: &str) -> Html<String> {
     let note = message
         .map(|m| format!(r#"<p class="notice" role="alert">{}</p>"#, escape(m)))
         .unwrap_or_default();
@@ -91,6 +112,7 @@ fn login_page(state: &WebState, message: Option<&str>) -> Html<String> {
         &format!(
             r#"<h1>Sign in</h1>{note}
 <form method="post" action="/login" class="signin">
+<input type="hidden" name="login_token" value="{token}">
 <label>User name <input name="user" autocomplete="username" required autofocus></label>
 <label>Password <input name="password" type="password" autocomplete="current-password" required></label>
 <button type="submit">Sign in</button>
@@ -99,20 +121,19 @@ fn login_page(state: &WebState, message: Option<&str>) -> Html<String> {
     )
 }
 
-pub async fn login_form(
-    State(state): State<WebState>,
-    Query(q): Query<LoginQuery>,
-) -> Html<String> {
+pub async fn login_form(State(state): State<WebState>, Query(q): Query<LoginQuery>) -> Response {
     let msg = q
         .expired
         .map(|_| "Your session ended after a period without activity. Please sign in again.");
-    login_page(&state, msg)
+    login_response(&state, StatusCode::OK, msg)
 }
 
 #[derive(Debug, Deserialize)]
 pub struct LoginForm {
     user: String,
     password: String,
+    #[serde(default)]
+    login_token: String,
 }
 
 /// The one message for every failed sign-in.
@@ -126,6 +147,13 @@ pub async fn login(
 ) -> Response {
     if !same_origin(&headers) {
         return (StatusCode::FORBIDDEN, "cross-site request refused").into_response();
+    }
+    if token_cookie(&headers, LOGIN_COOKIE).as_deref() != Some(form.login_token.as_str()) {
+        return login_response(
+            &state,
+            StatusCode::FORBIDDEN,
+            Some("The sign-in form has expired. Please sign in again."),
+        );
     }
     let ip = peer.ip().to_string();
     let user = form.user.trim();
@@ -147,17 +175,14 @@ pub async fn login(
             tracing::error!(error = %sandbox::error_chain::chain(&e), "cannot record a refused sign-in");
         }
         let minutes = (locked.until.duration_since(auth.sessions.now()).as_secs() + 59) / 60;
-        return (
+        return login_response(
+            &state,
             StatusCode::TOO_MANY_REQUESTS,
-            login_page(
-                &state,
-                Some(&format!(
-                    "Too many failed sign-ins. Try again in {} minute(s), or ask the help desk.",
-                    minutes.max(1)
-                )),
-            ),
-        )
-            .into_response();
+            Some(&format!(
+                "Too many failed sign-ins. Try again in {} minute(s), or ask the help desk.",
+                minutes.max(1)
+            )),
+        );
     }
     let verified = {
         let users = auth.users.clone();
@@ -187,11 +212,7 @@ pub async fn login(
                     tracing::error!(error = %sandbox::error_chain::chain(&e), "cannot record a failed sign-in");
                 }
             }
-            return (
-                StatusCode::UNAUTHORIZED,
-                login_page(&state, Some(SIGN_IN_FAILED)),
-            )
-                .into_response();
+            return login_response(&state, StatusCode::UNAUTHORIZED, Some(SIGN_IN_FAILED));
         }
     };
     auth.throttle.succeeded(user);
@@ -218,14 +239,16 @@ pub async fn login(
         )
             .into_response();
     }
-    (
-        StatusCode::SEE_OTHER,
-        [
-            (header::SET_COOKIE, Sessions::cookie(&session.id)),
-            (header::LOCATION, "/".to_owned()),
-        ],
-    )
-        .into_response()
+    let mut res = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+    for cookie in [
+        Sessions::cookie(&session.id),
+        format!("{LOGIN_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"),
+    ] {
+        if let Ok(v) = header::HeaderValue::from_str(&cookie) {
+            res.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    res
 }
 
 #[derive(Debug, Deserialize)]

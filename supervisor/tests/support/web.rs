@@ -175,3 +175,39 @@ pub async fn serve_app(
     .await
     .unwrap()
 }
+
+/// Submits the sign-in form as a browser does: it first loads `/login`, which sets the form's
+/// token cookie and hidden field, then posts `form` with the token (and `cookie`, if given).
+pub async fn post_login(
+    addr: SocketAddr,
+    data: &Path,
+    cookie: Option<&str>,
+    form: &str,
+    origin: bool,
+) -> Reply {
+    let page = browser(addr, data, "GET", "/login", None, None, false).await;
+    let token_cookie = page
+        .cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-phibox-login="))
+        .expect("the sign-in page sets its token cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let token = token_cookie.split_once('=').unwrap().1.to_owned();
+    let cookies = match cookie {
+        Some(c) => format!("{c}; {token_cookie}"),
+        None => token_cookie,
+    };
+    browser(
+        addr,
+        data,
+        "POST",
+        "/login",
+        Some(&cookies),
+        Some(&format!("{form}&login_token={token}")),
+        origin,
+    )
+    .await
+}
