@@ -169,6 +169,18 @@ pub enum Finish {
     Cancelled,
 }
 
+impl Finish {
+    /// The name used in audit records and the web UI's events.
+    pub fn name(self) -> &'static str {
+        match self {
+            Finish::EndOfText => "end_of_text",
+            Finish::Length => "length",
+            Finish::StopString => "stop_string",
+            Finish::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// Counts and timings of one finished request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {

@@ -114,15 +114,9 @@ impl Responder {
         } else {
             Action::ChatResponseCompleted
         };
-        let finish = match finish {
-            Finish::EndOfText => "end_of_text",
-            Finish::Length => "length",
-            Finish::StopString => "stop_string",
-            Finish::Cancelled => "cancelled",
-        };
         let entry = self
             .entry(action, text)
-            .detail("finish", finish)
+            .detail("finish", finish.name())
             .detail("generated_tokens", generated.to_string());
         self.audit.append(entry).await.map(|_| ())
     }

@@ -45,13 +45,7 @@ fn full_verify(data: &Path) -> Report {
 }
 
 fn records(data: &Path) -> Vec<Record> {
-    let mut out = Vec::new();
-    for seg in supervisor::audit::segment::list(&data.join("audit")).unwrap() {
-        for (_, line) in supervisor::audit::segment::read(&seg).unwrap().lines {
-            out.push(Record::parse(&line).unwrap());
-        }
-    }
-    out
+    supervisor::audit::reader::records(&data.join("audit"), None, None).unwrap()
 }
 
 fn nurse() -> Actor {

@@ -72,13 +72,7 @@ impl Rng {
 }
 
 fn all_records(data: &Path) -> Vec<Record> {
-    let mut out = Vec::new();
-    for seg in segment::list(&data.join("audit")).unwrap() {
-        for (_, line) in segment::read(&seg).unwrap().lines {
-            out.push(Record::parse(&line).unwrap());
-        }
-    }
-    out
+    supervisor::audit::reader::records(&data.join("audit"), None, None).unwrap()
 }
 
 #[allow(clippy::print_stdout)]

@@ -229,11 +229,6 @@ impl SealKey {
         })
     }
 
-    /// The seed in printable form (64 hex digits), for the one-time display at provisioning.
-    pub fn seed_hex(&self) -> Zeroizing<String> {
-        Zeroizing::new(hex::encode(self.key.as_ref()))
-    }
-
     /// Writes the seed in a printable form (dev mode only; the appliance prints it once).
     pub fn save_seed(&self, path: &Path) -> Result<(), KeyError> {
         let text = Zeroizing::new(format!(

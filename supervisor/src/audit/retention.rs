@@ -130,7 +130,12 @@ pub async fn export_oldest(
         });
     }
     let raw = fs::read(&oldest.path).map_err(io(&oldest.path))?;
-    let content = segment::split(&segment::bytes(oldest).map_err(io(&oldest.path))?);
+    let plain = if oldest.compressed {
+        segment::bytes(oldest).map_err(io(&oldest.path))?
+    } else {
+        raw.clone()
+    };
+    let content = segment::split(&plain);
     let damaged = |reason: String| RetentionError::Damaged {
         segment: oldest.name(),
         reason,

@@ -138,12 +138,19 @@ fn damage(kind: DamageKind, seq: u64, explanation: impl Into<String>) -> Damage 
 }
 
 impl Walk {
-    /// Checks one record (already canonical) in order; `rest` are the seqs after it in the
+    /// Checks one record (already canonical) in order; `later` are the lines after it in the
     /// same segment (to tell reordering from deletion).
-    fn record(&mut self, r: &Record, line: &[u8], rest: &[u64]) -> Result<(), Damage> {
+    fn record(
+        &mut self,
+        r: &Record,
+        line: &[u8],
+        later: &[Result<Record, ParseError>],
+    ) -> Result<(), Damage> {
         let expected = self.next_seq;
         if r.seq != expected {
-            if r.seq < expected || rest.contains(&expected) {
+            // Looked at only on a mismatch: verifying stays linear in the trail's length.
+            let comes_later = || later.iter().flatten().any(|l| l.seq == expected);
+            if r.seq < expected || comes_later() {
                 return Err(damage(
                     DamageKind::Reordered,
                     expected.min(r.seq),
@@ -250,7 +257,6 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Report {
         }
     };
     report.segments = segments.len();
-    let anchors = export_anchors(&segments);
     let mut walk = Walk {
         next_seq: 0,
         prev: GENESIS.to_owned(),
@@ -274,13 +280,18 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Report {
                 .map(|(_, l)| Record::parse(l))
                 .collect();
             // The first record of a trail whose older segments were exported (and recorded).
-            if let (0, Some(Ok(r))) = (k, parsed.first()) {
-                if let Some(a) = anchors
-                    .iter()
-                    .find(|a| r.seq > 0 && a.next_seq == r.seq && a.next_prev == r.prev)
+            // Only such a trail is searched for export records (a second read of every segment).
+            let starts_late = match (k, parsed.first()) {
+                (0, Some(Ok(r))) if r.seq > 0 => Some(r),
+                _ => None,
+            };
+            if let Some(r) = starts_late {
+                if let Some(a) = export_anchors(&segments)
+                    .into_iter()
+                    .find(|a| a.next_seq == r.seq && a.next_prev == r.prev)
                 {
                     walk.next_seq = a.next_seq;
-                    walk.prev = a.next_prev.clone();
+                    walk.prev = a.next_prev;
                     walk.seals = a.next_seal_index;
                     walk.last_seal_seq = Some(a.next_seq - 1);
                     walk.key = opts
@@ -301,8 +312,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Report {
                         return Err(at(damage(kind, walk.next_seq, e.to_string()), i + 1));
                     }
                 };
-                let rest: Vec<u64> = parsed[i + 1..].iter().flatten().map(|r| r.seq).collect();
-                walk.record(r, &content.lines[i].1, &rest)
+                walk.record(r, &content.lines[i].1, &parsed[i + 1..])
                     .map_err(|d| at(d, i + 1))?;
             }
             if let Some((offset, bytes)) = &content.torn {

@@ -159,10 +159,6 @@ impl Sessions {
             .collect()
     }
 
-    pub fn count(&self) -> usize {
-        self.lock().len()
-    }
-
     /// The `Set-Cookie` value for a session.
     pub fn cookie(id: &str) -> String {
         format!("{COOKIE}={id}; Path=/; Secure; HttpOnly; SameSite=Strict")

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use sandbox::protocol::{Finish, Message, Phi, Role as MsgRole, Sampling};
+use sandbox::protocol::{Message, Phi, Role as MsgRole, Sampling};
 use serde::Deserialize;
 
 use super::pages::{escape, page, signed_in_page};
@@ -160,12 +160,7 @@ pub async fn chat_api(
                 event(
                     "done",
                     &serde_json::json!({
-                        "finish": match finish {
-                            Finish::EndOfText => "end_of_text",
-                            Finish::Length => "length",
-                            Finish::StopString => "stop_string",
-                            Finish::Cancelled => "cancelled",
-                        },
+                        "finish": finish.name(),
                         "tokens": usage.generated_tokens,
                     }),
                 ),

@@ -100,13 +100,7 @@ pub fn audit_log(dir: &Path) -> supervisor::audit::AuditLog {
 
 /// Every record of the trail in `dir`, in order.
 pub fn audit_records(dir: &Path) -> Vec<supervisor::audit::Record> {
-    let mut out = Vec::new();
-    for seg in supervisor::audit::segment::list(&dir.join("audit")).unwrap() {
-        for (_, line) in supervisor::audit::segment::read(&seg).unwrap().lines {
-            out.push(supervisor::audit::Record::parse(&line).unwrap());
-        }
-    }
-    out
+    supervisor::audit::reader::records(&dir.join("audit"), None, None).unwrap()
 }
 
 /// Every byte under the audit directory, as text (to search for what must not be there).
