@@ -384,13 +384,14 @@ impl Writer {
                 }
             };
             let mut appends = Vec::new();
-            let mut after = Vec::new();
+            // The first command that is not an append ends the group; it runs after the commit.
+            let mut other = None;
             let mut next = Some(first);
             while let Some(cmd) = next.take() {
                 match cmd {
                     Command::Append(e, ack) => appends.push((*e, ack)),
-                    other => {
-                        after.push(other);
+                    cmd => {
+                        other = Some(cmd);
                         break;
                     }
                 }
@@ -401,20 +402,17 @@ impl Writer {
             if !appends.is_empty() {
                 self.commit(appends);
             }
-            self.seal_if_due();
-            for cmd in after {
-                match cmd {
-                    Command::Tick(ack) => {
-                        self.seal_if_due();
-                        let _ = ack.send(());
-                    }
-                    Command::Close(ack) => {
-                        let r = self.guarded(|w| w.seal("shutdown"));
-                        let _ = ack.send(r);
-                        return;
-                    }
-                    Command::Append(..) => unreachable!("appends are collected above"),
+            match other {
+                Some(Command::Close(ack)) => {
+                    let r = self.guarded(|w| w.seal("shutdown"));
+                    let _ = ack.send(r);
+                    return;
                 }
+                Some(Command::Tick(ack)) => {
+                    self.seal_if_due();
+                    let _ = ack.send(());
+                }
+                _ => self.seal_if_due(),
             }
         }
     }
