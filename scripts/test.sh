@@ -7,7 +7,7 @@ require_root
 base_packages
 # The TLS tests try old protocol versions with the openssl tool; the audit tests set the
 # append-only attribute with chattr (e2fsprogs).
-ensure_packages openssl:openssl chattr:e2fsprogs
+ensure_packages openssl:openssl chattr:e2fsprogs /usr/sbin/slapd:slapd
 ensure_rust
 say "cargo fmt --check"
 cargo fmt --all -- --check

@@ -31,6 +31,18 @@ pub enum ConfigError {
 pub struct Config {
     pub worker: WorkerSection,
     pub web: WebSection,
+    /// The clinic's directory; without it only local accounts exist (dev mode).
+    pub directory: Option<crate::auth::directory::DirectoryConfig>,
+    pub auth: AuthSection,
+}
+
+/// `[auth]`: accounts that are not in the directory.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// The named break-glass (emergency access) accounts, argon2id hashes (TOML, mode 0600).
+    /// Default: `secrets/break-glass.toml` in the data directory.
+    pub break_glass_file: Option<PathBuf>,
 }
 
 /// `[web]`: where the web UI listens.
@@ -254,6 +266,16 @@ impl Config {
                 format!("must differ from web.https ({a})"),
             )?;
         }
+        if let Some(d) = &self.directory {
+            d.validate()?;
+        }
+        if let Some(p) = &self.auth.break_glass_file {
+            check(
+                p.is_absolute(),
+                "auth.break_glass_file",
+                format!("must be an absolute path, not {}", p.display()),
+            )?;
+        }
         if let Some(m) = &w.model {
             check(
                 m.is_absolute(),
@@ -276,6 +298,46 @@ mod tests {
     #[test]
     fn an_empty_file_gives_the_defaults() {
         assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_directory_section_is_read_and_checked() {
+        let text = r#"
+[directory]
+url = "ldaps://dc1.clinic.test"
+ca_file = "/etc/phibox/directory-ca.pem"
+bind_dn = "cn=phibox,ou=services,dc=clinic,dc=test"
+bind_password_file = "/var/lib/phibox/secrets/directory-password"
+base_dn = "ou=people,dc=clinic,dc=test"
+access_group = "cn=phibox,ou=groups,dc=clinic,dc=test"
+department_attribute = "departmentNumber"
+[[directory.role]]
+group = "cn=clinicians,ou=groups,dc=clinic,dc=test"
+role = "clinician"
+[[directory.role]]
+group = "cn=privacy,ou=groups,dc=clinic,dc=test"
+role = "privacy_officer"
+"#;
+        let c = parse(text).unwrap();
+        let d = c.directory.unwrap();
+        assert_eq!(d.roles.len(), 2);
+        assert_eq!(d.roles[1].role, crate::auth::Role::PrivacyOfficer);
+        assert_eq!(d.id_attribute, "uid");
+        let e = parse(&text.replace("ldaps://", "ldap://"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("directory.url") && e.contains("unencrypted"),
+            "{e}"
+        );
+        let e = parse(&text.replace("role = \"clinician\"", "role = \"doctor\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("doctor"), "{e}");
+        let e = parse("[auth]\nbreak_glass_file = \"bg.toml\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("auth.break_glass_file"), "{e}");
     }
 
     #[test]

@@ -57,19 +57,40 @@ pub enum DevError {
     Web(#[from] crate::web::server::ServeError),
     #[error("the dev users")]
     Users(#[from] crate::auth::local::LocalUsersError),
+    #[error("the directory")]
+    Directory(#[from] crate::auth::directory::DirectoryError),
 }
 
 /// Dev mode's local accounts (one per role) and their shared password, in `secrets/`.
 pub const DEV_USERS_FILE: &str = "dev-users.toml";
 pub const DEV_PASSWORD_FILE: &str = "dev-password";
+/// The break-glass accounts' file in `secrets/` unless configured elsewhere.
+pub const BREAK_GLASS_FILE: &str = "break-glass.toml";
+/// Dev mode's one emergency account (password: the dev password).
+pub const DEV_EMERGENCY_USER: &str = "emergency";
 
-/// Loads dev mode's accounts, creating them with a fresh random password on first use.
-fn dev_users(data_dir: &Path) -> Result<(crate::auth::local::LocalUsers, String), DevError> {
+/// Dev mode's accounts: the users (one per role), the break-glass accounts and their shared
+/// password, created with a fresh random password on first use.
+struct DevAccounts {
+    users: crate::auth::local::LocalUsers,
+    break_glass: crate::auth::local::LocalUsers,
+    password: String,
+}
+
+fn dev_accounts(data_dir: &Path, break_glass_file: Option<&Path>) -> Result<DevAccounts, DevError> {
     use crate::auth::local::{hash_password, LocalUser, LocalUsers, LocalUsersError};
     use crate::auth::Role;
     let secrets = data_dir.join("secrets");
     let users = secrets.join(DEV_USERS_FILE);
     let pw_file = secrets.join(DEV_PASSWORD_FILE);
+    let read_password = || {
+        std::fs::read_to_string(&pw_file)
+            .map(|p| p.trim().to_owned())
+            .map_err(|source| LocalUsersError::Read {
+                path: pw_file.clone(),
+                source,
+            })
+    };
     if !users.exists() || !pw_file.exists() {
         const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
         let mut raw = [0u8; 14];
@@ -99,14 +120,29 @@ fn dev_users(data_dir: &Path) -> Result<(crate::auth::local::LocalUsers, String)
         crate::audit::keys::write_secret(&pw_file, format!("{password}\n").as_bytes())
             .map_err(|e| LocalUsersError::Hash(e.to_string()))?;
     }
-    let password = std::fs::read_to_string(&pw_file)
-        .map_err(|source| LocalUsersError::Read {
-            path: pw_file.clone(),
-            source,
-        })?
-        .trim()
-        .to_owned();
-    Ok((LocalUsers::load(&users, false)?, password))
+    let password = read_password()?;
+    let bg_file = match break_glass_file {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let p = secrets.join(BREAK_GLASS_FILE);
+            if !p.exists() {
+                let account = LocalUser {
+                    id: DEV_EMERGENCY_USER.to_owned(),
+                    name: "Emergency access (dev)".to_owned(),
+                    department: None,
+                    role: Role::Clinician,
+                    password_hash: hash_password(&password)?,
+                };
+                LocalUsers::save(&[account], &p)?;
+            }
+            p
+        }
+    };
+    Ok(DevAccounts {
+        users: LocalUsers::load(&users, false)?,
+        break_glass: LocalUsers::load(&bg_file, true)?,
+        password,
+    })
 }
 
 /// Dev-mode settings.
@@ -353,7 +389,14 @@ async fn serve(
         return Ok("check".into());
     }
     tokio::spawn(crate::notify::watchdog(handle.clone()));
-    let (users, password) = dev_users(&opts.data_dir)?;
+    let dev_accounts = dev_accounts(&opts.data_dir, opts.config.auth.break_glass_file.as_deref())?;
+    let password = dev_accounts.password.clone();
+    let directory = opts
+        .config
+        .directory
+        .clone()
+        .map(|d| crate::auth::directory::Directory::new(d, true))
+        .transpose()?;
     if opts.config.web.idle_timeout_mins > 15 {
         say(&format!(
             "WARNING: sessions end after {} minutes without activity, longer than the recommended 15 (web.allow_long_idle_timeout)",
@@ -365,7 +408,11 @@ async fn serve(
         chat: Some(chat.clone()),
         prompt_cap: crate::web::DEFAULT_PROMPT_CAP,
         auth: std::sync::Arc::new(crate::web::Auth {
-            users,
+            accounts: crate::auth::signin::Accounts {
+                local: directory.is_none().then_some(dev_accounts.users),
+                directory,
+                break_glass: Some(dev_accounts.break_glass),
+            },
             sessions: crate::auth::session::Sessions::new(
                 std::sync::Arc::new(SystemClock),
                 jiff::SignedDuration::from_mins(i64::from(opts.config.web.idle_timeout_mins)),
@@ -399,11 +446,20 @@ async fn serve(
             .map(|a| format!("; http://localhost:{}/ redirects there", a.port()))
             .unwrap_or_default()
     ));
-    say(&format!(
-        "dev sign-in: user clinician, nurse, admin, privacy_officer or auditor, password {password} \
-         (in {})",
-        opts.data_dir.join("secrets").join(DEV_PASSWORD_FILE).display()
-    ));
+    if let Some(d) = &opts.config.directory {
+        say(&format!("sign-in: through the directory at {}", d.url));
+    } else {
+        say(&format!(
+            "dev sign-in: user clinician, nurse, admin, privacy_officer or auditor, password {password} \
+             (in {})",
+            opts.data_dir.join("secrets").join(DEV_PASSWORD_FILE).display()
+        ));
+    }
+    if opts.config.auth.break_glass_file.is_none() {
+        say(&format!(
+            "emergency (break-glass) sign-in: user {DEV_EMERGENCY_USER}, the same password; every use is recorded"
+        ));
+    }
     say("phibox is running; stop with Ctrl-C");
     let name = tokio::select! {
         _ = term.recv() => "SIGTERM",

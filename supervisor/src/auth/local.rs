@@ -18,7 +18,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use serde::{Deserialize, Serialize};
 
-use super::{Identity, Role};
+use super::{Identity, Refusal, Role};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalUsersError {
@@ -56,22 +56,6 @@ pub struct LocalUser {
 struct File {
     #[serde(default)]
     user: Vec<LocalUser>,
-}
-
-/// Why a sign-in failed (for the audit trail; the user sees one generic message).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    EmptyPassword,
-    BadCredentials,
-}
-
-impl Refusal {
-    pub fn name(self) -> &'static str {
-        match self {
-            Refusal::EmptyPassword => "empty_password",
-            Refusal::BadCredentials => "bad_credentials",
-        }
-    }
 }
 
 /// The accounts of one file.
@@ -142,6 +126,11 @@ impl LocalUsers {
         .map_err(|e| LocalUsersError::Hash(e.to_string()))?;
         crate::audit::keys::write_secret(path, text.as_bytes())
             .map_err(|e| LocalUsersError::Hash(e.to_string()))
+    }
+
+    /// Whether an account of that name exists.
+    pub fn contains(&self, id: &str) -> bool {
+        self.users.iter().any(|u| u.id == id)
     }
 
     /// Checks a user name and password. Empty passwords are refused before any hashing.

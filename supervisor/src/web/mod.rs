@@ -17,13 +17,12 @@ use std::sync::Arc;
 use axum::Router;
 
 use crate::audit::AuditLog;
-use crate::auth::local::LocalUsers;
 use crate::auth::session::Sessions;
 
 /// Sign-in and sessions.
 #[derive(Debug)]
 pub struct Auth {
-    pub users: LocalUsers,
+    pub accounts: crate::auth::signin::Accounts,
     pub sessions: Sessions,
     pub throttle: crate::auth::throttle::Throttle,
     pub audit: AuditLog,

@@ -139,6 +139,10 @@ pub struct LoginForm {
 /// The one message for every failed sign-in.
 pub const SIGN_IN_FAILED: &str = "Sign-in failed. Check your user name and password.";
 
+/// What the user sees when the directory cannot be asked (not their fault; not counted).
+pub const DIRECTORY_DOWN: &str = "The clinic sign-in directory cannot be reached. Try again in a \
+     few minutes; in an emergency, use an emergency access account.";
+
 pub async fn login(
     State(state): State<WebState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -167,7 +171,6 @@ pub async fn login(
                 ..Actor::default()
             })
             .detail("reason", reason)
-            .detail("method", "local")
     };
     if let Err(locked) = auth.throttle.check(user, peer.ip()) {
         let e = fail("locked_out").detail("scope", locked.key.scope());
@@ -184,18 +187,17 @@ pub async fn login(
             )),
         );
     }
-    let verified = {
-        let users = auth.users.clone();
-        let (u, p) = (user.to_owned(), form.password);
-        tokio::task::spawn_blocking(move || users.verify(&u, &p))
-            .await
-            .unwrap_or(Err(crate::auth::local::Refusal::BadCredentials))
-    };
+    let (method, verified) = auth.accounts.sign_in(user, &form.password).await;
     let identity = match verified {
         Ok(i) => i,
         Err(refusal) => {
-            let mut entries = vec![fail(refusal.name())];
-            for locked in auth.throttle.failed(user, peer.ip()) {
+            let mut entries = vec![fail(refusal.name()).detail("method", method.name())];
+            let locks = if refusal.counts_as_failure() {
+                auth.throttle.failed(user, peer.ip())
+            } else {
+                Vec::new()
+            };
+            for locked in locks {
                 entries.push(
                     Entry::new(Action::Lockout)
                         .actor(&Actor {
@@ -212,7 +214,15 @@ pub async fn login(
                     tracing::error!(error = %sandbox::error_chain::chain(&e), "cannot record a failed sign-in");
                 }
             }
-            return login_response(&state, StatusCode::UNAUTHORIZED, Some(SIGN_IN_FAILED));
+            return if refusal.counts_as_failure() {
+                login_response(&state, StatusCode::UNAUTHORIZED, Some(SIGN_IN_FAILED))
+            } else {
+                login_response(
+                    &state,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Some(DIRECTORY_DOWN),
+                )
+            };
         }
     };
     auth.throttle.succeeded(user);
@@ -228,7 +238,7 @@ pub async fn login(
     };
     let e = Entry::new(action)
         .actor(&actor_of(&session))
-        .detail("method", "local");
+        .detail("method", method.name());
     if let Err(e) = auth.audit.append(e).await {
         // Fail closed: a sign-in that cannot be recorded does not happen.
         auth.sessions.end(&session.id);

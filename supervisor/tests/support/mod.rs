@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod slapd;
 pub mod web;
 
 use std::path::{Path, PathBuf};

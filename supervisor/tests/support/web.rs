@@ -137,10 +137,26 @@ pub async fn plain(addr: SocketAddr, request: &str) -> Vec<u8> {
     raw
 }
 
-/// A web state for tests: the given accounts and clock, a fresh audit trail in `data`.
+/// A web state for tests: the given local accounts and clock, a fresh audit trail in `data`.
 pub fn state(
     data: &Path,
     users: supervisor::auth::local::LocalUsers,
+    clock: Arc<dyn supervisor::clock::Clock>,
+) -> supervisor::web::WebState {
+    state_with(
+        data,
+        supervisor::auth::signin::Accounts {
+            local: Some(users),
+            ..Default::default()
+        },
+        clock,
+    )
+}
+
+/// A web state for tests with any account sources.
+pub fn state_with(
+    data: &Path,
+    accounts: supervisor::auth::signin::Accounts,
     clock: Arc<dyn supervisor::clock::Clock>,
 ) -> supervisor::web::WebState {
     supervisor::web::WebState {
@@ -148,7 +164,7 @@ pub fn state(
         chat: None,
         prompt_cap: supervisor::web::DEFAULT_PROMPT_CAP,
         auth: Arc::new(supervisor::web::Auth {
-            users,
+            accounts,
             sessions: supervisor::auth::session::Sessions::new(
                 clock.clone(),
                 supervisor::auth::session::DEFAULT_IDLE,
