@@ -3,12 +3,15 @@
 //! before inference starts; the tokens stream back; the `chat_response_*` record (completed,
 //! cancelled or failed, with the response's keyed hash and length) is durable before the final
 //! item reaches the caller. If the trail cannot record, nothing is generated (fail closed).
-//! The web UI drives chats through this; so does the dev self-test.
+//! The web UI drives chats through this; so does the dev self-test. Where a transcript store
+//! is attached, each signed-in turn (user message and response, exactly as hashed) is stored
+//! after its response record.
 
 use sandbox::protocol::{Finish, Message, Phi, Role, Sampling};
 
 use crate::audit::{Action, Actor, AuditError, AuditLog, Entry};
 use crate::inference::{InferenceError, InferenceHandle, StreamItem, TokenStream};
+use crate::store::transcripts::NewTurn;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
@@ -18,6 +21,8 @@ pub enum ChatError {
     Inference(#[from] InferenceError),
     #[error("a chat needs a user message last")]
     NoUserMessage,
+    #[error("the conversation could not be stored")]
+    Store(#[source] crate::store::StoreError),
 }
 
 /// What chats go through: the inference handle and the audit trail.
@@ -27,6 +32,8 @@ pub struct Chat {
     audit: AuditLog,
     /// The model's name in audit records.
     model: String,
+    /// Where turns are kept for investigations (none: not kept).
+    transcripts: Option<crate::store::Store>,
 }
 
 /// The text the request record hashes: the user's message of this turn.
@@ -43,21 +50,31 @@ impl Chat {
             inference,
             audit,
             model: model.into(),
+            transcripts: None,
         }
+    }
+
+    /// Keeps every signed-in turn in `store`.
+    pub fn with_transcripts(mut self, store: crate::store::Store) -> Chat {
+        self.transcripts = Some(store);
+        self
     }
 
     pub fn audit(&self) -> &AuditLog {
         &self.audit
     }
 
-    /// Records the request durably, then starts the generation.
+    /// Records the request durably, then starts the generation. `template` names the task in
+    /// the transcript.
     pub async fn start(
         &self,
         actor: &Actor,
+        template: &str,
         messages: Vec<Message>,
         sampling: Sampling,
     ) -> Result<ChatStream, ChatError> {
         let text = turn_text(&messages).ok_or(ChatError::NoUserMessage)?;
+        let started = self.audit.now();
         let request = Entry::new(Action::ChatRequest)
             .actor(actor)
             .model(self.model.clone())
@@ -70,11 +87,28 @@ impl Chat {
             .await
             .map_err(ChatError::Audit)?
             .seq;
+        let keep = match (&self.transcripts, &actor.session_id, &actor.user_id) {
+            (Some(store), Some(session_id), Some(user_id)) => Some(Keep {
+                store: store.clone(),
+                turn: NewTurn {
+                    session_id: session_id.clone(),
+                    user_id: user_id.clone(),
+                    started,
+                    template: template.to_owned(),
+                    user_text: text.clone(),
+                    response: Phi(String::new()),
+                    finish: String::new(),
+                    request_seq: seq,
+                },
+            }),
+            _ => None,
+        };
         let respond = Responder {
             audit: self.audit.clone(),
             actor: actor.clone(),
             model: self.model.clone(),
             request_seq: seq,
+            keep,
         };
         match self.inference.generate(messages, sampling).await {
             Ok(tokens) => Ok(ChatStream {
@@ -90,13 +124,21 @@ impl Chat {
     }
 }
 
-/// Writes the response record of one request.
+/// Where and what to store of one turn.
+#[derive(Debug)]
+struct Keep {
+    store: crate::store::Store,
+    turn: NewTurn,
+}
+
+/// Writes the response record of one request (and then its transcript).
 #[derive(Debug)]
 struct Responder {
     audit: AuditLog,
     actor: Actor,
     model: String,
     request_seq: u64,
+    keep: Option<Keep>,
 }
 
 impl Responder {
@@ -108,7 +150,18 @@ impl Responder {
             .detail("request_seq", self.request_seq.to_string())
     }
 
-    async fn done(&self, finish: Finish, generated: u32, text: &Phi) -> Result<(), AuditError> {
+    /// Stores the transcript of the turn, if it is kept.
+    async fn keep(&self, finish: &str, text: &Phi) -> Result<(), crate::store::StoreError> {
+        let Some(k) = &self.keep else {
+            return Ok(());
+        };
+        let mut turn = k.turn.clone();
+        turn.response = text.clone();
+        turn.finish = finish.to_owned();
+        k.store.save_turn(turn).await.map(|_| ())
+    }
+
+    async fn done(&self, finish: Finish, generated: u32, text: &Phi) -> Result<(), ChatError> {
         let action = if finish == Finish::Cancelled {
             Action::ChatResponseCancelled
         } else {
@@ -118,7 +171,10 @@ impl Responder {
             .entry(action, text)
             .detail("finish", finish.name())
             .detail("generated_tokens", generated.to_string());
-        self.audit.append(entry).await.map(|_| ())
+        self.audit.append(entry).await.map_err(ChatError::Audit)?;
+        self.keep(finish.name(), text)
+            .await
+            .map_err(ChatError::Store)
     }
 
     async fn failed(&self, error: &InferenceError, text: &Phi) {
@@ -127,6 +183,9 @@ impl Responder {
             .detail("error", error_kind(error));
         if let Err(e) = self.audit.append(entry).await {
             tracing::error!(error = %sandbox::error_chain::chain(&e), "cannot record a failed chat response");
+        }
+        if let Err(e) = self.keep("failed", text).await {
+            tracing::error!(error = %sandbox::error_chain::chain(&e), "cannot store a failed chat turn");
         }
     }
 }
@@ -170,7 +229,7 @@ impl ChatStream {
                     .await
                 {
                     Ok(()) => Some(Ok(StreamItem::Done { finish, usage })),
-                    Err(e) => Some(Err(ChatError::Audit(e))),
+                    Err(e) => Some(Err(e)),
                 }
             }
             StreamItem::Failed(e) => {

@@ -34,6 +34,21 @@ pub struct Config {
     /// The clinic's directory; without it only local accounts exist (dev mode).
     pub directory: Option<crate::auth::directory::DirectoryConfig>,
     pub auth: AuthSection,
+    pub transcripts: TranscriptsSection,
+}
+
+/// `[transcripts]`: conversations kept for investigations.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TranscriptsSection {
+    /// Days a conversation is kept; older ones are deleted (checked hourly).
+    pub retention_days: u32,
+}
+
+impl Default for TranscriptsSection {
+    fn default() -> Self {
+        TranscriptsSection { retention_days: 90 }
+    }
 }
 
 /// `[auth]`: accounts that are not in the directory.
@@ -269,6 +284,12 @@ impl Config {
         if let Some(d) = &self.directory {
             d.validate()?;
         }
+        range(
+            "transcripts.retention_days",
+            u64::from(self.transcripts.retention_days),
+            1,
+            3650,
+        )?;
         if let Some(p) = &self.auth.break_glass_file {
             check(
                 p.is_absolute(),
@@ -380,6 +401,10 @@ role = "privacy_officer"
     #[test]
     fn invalid_values_name_the_key_and_the_reason() {
         let cases = [
+            (
+                "[transcripts]\nretention_days = 0",
+                "transcripts.retention_days: must be 1 to 3650, not 0",
+            ),
             (
                 "[worker]\nslots = 0",
                 "worker.slots: must be 1 to 64, not 0",

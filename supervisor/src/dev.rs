@@ -59,6 +59,8 @@ pub enum DevError {
     Users(#[from] crate::auth::local::LocalUsersError),
     #[error("the directory")]
     Directory(#[from] crate::auth::directory::DirectoryError),
+    #[error("the database")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Dev mode's local accounts (one per role) and their shared password, in `secrets/`.
@@ -185,7 +187,7 @@ async fn self_test(chat: &Chat) -> Result<String, DevError> {
         ..Sampling::default()
     };
     let mut stream = chat
-        .start(&self_test_actor(), messages, sampling)
+        .start(&self_test_actor(), "self_test", messages, sampling)
         .await
         .map_err(|e| DevError::SelfTest(sandbox::error_chain::chain(&e)))?;
     let mut reply = String::new();
@@ -369,7 +371,8 @@ async fn serve(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let chat = Chat::new(handle.clone(), audit.clone(), model_name);
+    let store = crate::store::Store::open(&opts.data_dir.join(crate::store::FILE))?;
+    let chat = Chat::new(handle.clone(), audit.clone(), model_name).with_transcripts(store.clone());
     let reply = match self_test(&chat).await {
         Ok(r) => r,
         Err(e) => {
@@ -407,6 +410,9 @@ async fn serve(
         dev: true,
         chat: Some(chat.clone()),
         prompt_cap: crate::web::DEFAULT_PROMPT_CAP,
+        store: store.clone(),
+        audit_dir: opts.data_dir.join("audit"),
+        config: std::sync::Arc::new(opts.config.clone()),
         auth: std::sync::Arc::new(crate::web::Auth {
             accounts: crate::auth::signin::Accounts {
                 local: directory.is_none().then_some(dev_accounts.users),
@@ -424,6 +430,12 @@ async fn serve(
     tokio::spawn(crate::web::signin::sweep(
         web_state.clone(),
         Duration::from_secs(30),
+    ));
+    tokio::spawn(crate::store::transcripts::keep_within(
+        store.clone(),
+        audit.clone(),
+        opts.config.transcripts.retention_days,
+        Duration::from_secs(3600),
     ));
     let (tls, generated) = crate::web::tls::for_data_dir(&opts.data_dir, true)?;
     if generated {

@@ -20,4 +20,5 @@ pub mod logging;
 pub mod notify;
 pub mod programs;
 pub mod reaper;
+pub mod store;
 pub mod web;

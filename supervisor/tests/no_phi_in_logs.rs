@@ -65,7 +65,12 @@ async fn a_canary_prompt_appears_in_no_log_output_and_no_audit_file() {
         ..Actor::default()
     };
     let canary = "CANARY-PHI-93ab Jane Roe MRN 0042";
-    let last = last_of(chat.start(&nurse, user(canary), fixed(16)).await.unwrap()).await;
+    let last = last_of(
+        chat.start(&nurse, "clinical_summary", user(canary), fixed(16))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert!(
         matches!(
             last,
@@ -78,16 +83,25 @@ async fn a_canary_prompt_appears_in_no_log_output_and_no_audit_file() {
     );
     // Also through the error paths: an over-long prompt and an abandoned stream.
     let long = canary.repeat(100);
-    let last = last_of(chat.start(&nurse, user(&long), fixed(16)).await.unwrap()).await;
+    let last = last_of(
+        chat.start(&nurse, "clinical_summary", user(&long), fixed(16))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert!(matches!(last, Ok(StreamItem::Failed(_))), "{last:?}");
-    let s = chat.start(&nurse, user(canary), fixed(100)).await.unwrap();
+    let s = chat
+        .start(&nurse, "clinical_summary", user(canary), fixed(100))
+        .await
+        .unwrap();
     drop(s);
     tokio::time::sleep(Duration::from_millis(500)).await;
     h.shutdown().await;
     audit.close().await.unwrap();
     // Fail closed: once the trail cannot record, no chat starts.
     assert!(matches!(
-        chat.start(&nurse, user("anything"), fixed(4)).await,
+        chat.start(&nurse, "clinical_summary", user("anything"), fixed(4))
+            .await,
         Err(ChatError::Audit(_))
     ));
 

@@ -74,6 +74,18 @@ fn the_table_says_what_the_product_intends() {
         rule(&Method::GET, "/chat"),
         rule(&Method::POST, "/api/chat")
     );
+    // Transcripts: users read only their own; only the privacy officer investigates, and an
+    // administrator can do neither.
+    assert_eq!(
+        rule(&Method::POST, "/investigate"),
+        Some(Access::Roles(&[Role::PrivacyOfficer]))
+    );
+    for route in ["/investigate", "/conversations", "/conversations/{id}"] {
+        match rule(&Method::GET, route) {
+            Some(Access::Roles(roles)) => assert!(!roles.contains(&Role::Admin), "{route}"),
+            other => panic!("{route}: {other:?}"),
+        }
+    }
     assert_eq!(
         rule(&Method::DELETE, "/"),
         None,
@@ -105,6 +117,7 @@ async fn every_route_for_every_role_and_anonymous() {
                 }
             };
             let host = format!("localhost:{}", a.port());
+            let path = route.replace("{id}", "1");
             let (ctype, body) = match *route {
                 "/login" => (
                     "application/x-www-form-urlencoded",
@@ -117,7 +130,7 @@ async fn every_route_for_every_role_and_anonymous() {
                 ),
                 _ => ("text/plain", String::new()),
             };
-            let mut req = format!("{method} {route} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nOrigin: https://{host}\r\nX-CSRF-Token: {csrf}\r\n");
+            let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nOrigin: https://{host}\r\nX-CSRF-Token: {csrf}\r\n");
             if !cookie.is_empty() {
                 req.push_str(&format!("Cookie: {cookie}\r\n"));
             }

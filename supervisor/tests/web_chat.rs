@@ -26,7 +26,12 @@ fn accounts() -> LocalUsers {
         password_hash: hash.clone(),
     };
     LocalUsers::new(
-        vec![user("nina", Role::Nurse), user("adam", Role::Admin)],
+        vec![
+            user("nina", Role::Nurse),
+            user("nell", Role::Nurse),
+            user("adam", Role::Admin),
+            user("olga", Role::PrivacyOfficer),
+        ],
         false,
     )
     .unwrap()
@@ -90,7 +95,10 @@ async fn a_nurse_streams_an_answer_and_the_trail_records_it() {
     .await
     .unwrap();
     let mut st = state(data, accounts(), Arc::new(supervisor::clock::SystemClock));
-    st.chat = Some(Chat::new(h.clone(), st.auth.audit.clone(), "tiny.gguf"));
+    st.chat = Some(
+        Chat::new(h.clone(), st.auth.audit.clone(), "tiny.gguf").with_transcripts(st.store.clone()),
+    );
+    let store = st.store.clone();
     st.prompt_cap = 200;
     let audit = st.auth.audit.clone();
     let s = serve_app(data, st).await;
@@ -150,10 +158,123 @@ async fn a_nurse_streams_an_answer_and_the_trail_records_it() {
         403
     );
 
+    // Nina's own conversation list holds the turn; nobody else's does.
+    let list = browser(a, data, "GET", "/conversations", Some(&cookie), None, false).await;
+    assert_eq!(list.status, 200);
+    let link = list
+        .body
+        .split(r#"href="/conversations/"#)
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a conversation link")
+        .to_owned();
+    let own = format!("/conversations/{link}");
+    let shown = browser(a, data, "GET", &own, Some(&cookie), None, false).await;
+    assert_eq!(shown.status, 200);
+    assert!(shown.body.contains("NSTEMI, PCI to LAD"), "{}", shown.body);
+    assert!(
+        shown.body.contains("data-phi"),
+        "the idle lock can remove it"
+    );
+    let (nell, _) = sign_in(a, data, "nell").await;
+    assert_eq!(
+        browser(a, data, "GET", &own, Some(&nell), None, false)
+            .await
+            .status,
+        404,
+        "another nurse cannot open it"
+    );
+
+    // The privacy officer retrieves the session's transcript with a reason; it matches the
+    // trail. After the stored text is changed, it no longer does.
+    let reference = supervisor::auth::session::reference_of(cookie.split_once('=').unwrap().1);
+    let (olga, olga_csrf) = {
+        let (c, _) = sign_in(a, data, "olga").await;
+        let page = browser(a, data, "GET", "/investigate", Some(&c), None, false).await;
+        assert_eq!(page.status, 200);
+        let csrf = page.body.split(r#"data-csrf=""#).nth(1).unwrap()[..64].to_owned();
+        (c, csrf)
+    };
+    let reason = "Patient complaint 2026-118 about the discharge summary";
+    let investigate = |reason: &str| {
+        format!(
+            "csrf={olga_csrf}&session={reference}&category=patient_complaint&reason={}",
+            reason.replace(' ', "+")
+        )
+    };
+    let short = browser(
+        a,
+        data,
+        "POST",
+        "/investigate",
+        Some(&olga),
+        Some(&investigate("curious")),
+        true,
+    )
+    .await;
+    assert_eq!(short.status, 422, "a reason is required");
+    let r = browser(
+        a,
+        data,
+        "POST",
+        "/investigate",
+        Some(&olga),
+        Some(&investigate(reason)),
+        true,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body
+            .contains("The transcript matches the audit trail: 1 turn(s)"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("NSTEMI, PCI to LAD"));
+    store
+        .with_blocking(|c| c.execute("UPDATE turns SET response = response || ' (edited)'", []))
+        .unwrap();
+    let r = browser(
+        a,
+        data,
+        "POST",
+        "/investigate",
+        Some(&olga),
+        Some(&investigate(reason)),
+        true,
+    )
+    .await;
+    assert!(r.body.contains("does NOT match"), "{}", r.body);
+    assert!(r.body.contains("differs from record"), "{}", r.body);
+    // Administrators never read transcripts.
+    for path in ["/investigate", "/conversations", &own] {
+        assert_eq!(
+            browser(a, data, "GET", path, Some(&admin), None, false)
+                .await
+                .status,
+            403,
+            "{path}"
+        );
+    }
+
     s.stop(Duration::from_secs(2)).await;
     h.shutdown().await;
     audit.close().await.unwrap();
     let rs = audit_records(data);
+    let accesses: Vec<_> = rs
+        .iter()
+        .filter(|r| r.action == Action::TranscriptAccess)
+        .collect();
+    assert_eq!(accesses.len(), 3, "nina's own view and two investigations");
+    assert_eq!(accesses[0].detail["scope"], "own");
+    assert_eq!(accesses[1].user_id.as_deref(), Some("olga"));
+    assert_eq!(accesses[1].detail["target_session"], reference);
+    assert_eq!(accesses[1].detail["category"], "patient_complaint");
+    assert!(accesses[1].detail["reason_hash"].starts_with("hmac-sha256:"));
+    assert!(
+        !audit_bytes(data).contains("2026-118"),
+        "no free text in the trail"
+    );
     let chat: Vec<&supervisor::audit::Record> = rs
         .iter()
         .filter(|r| {

@@ -140,6 +140,7 @@ enum Command {
 pub struct AuditLog {
     tx: mpsc::Sender<Command>,
     hash_key: Arc<HashKey>,
+    clock: Arc<dyn Clock>,
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
@@ -309,10 +310,16 @@ impl AuditLog {
             AuditLog {
                 tx,
                 hash_key: Arc::new(hash_key),
+                clock: opts.clock.clone(),
                 thread: Arc::new(Mutex::new(Some(thread))),
             },
             opened,
         ))
+    }
+
+    /// The trail's clock (records' timestamps), for things stored beside the trail.
+    pub fn now(&self) -> jiff::Timestamp {
+        self.clock.now()
     }
 
     /// The key of prompt and response hashes.

@@ -22,7 +22,11 @@ pub const BREAK_GLASS_ABSOLUTE: SignedDuration = SignedDuration::from_mins(60);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
+    /// The bearer secret in the cookie: never shown, never recorded.
     pub id: String,
+    /// A public name for the session (audit records, transcripts, the admin's list): a hash
+    /// of the id, so that whoever reads the trail cannot take over a live session.
+    pub reference: String,
     pub identity: Identity,
     pub csrf: String,
     pub created: Timestamp,
@@ -65,6 +69,16 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(b)
 }
 
+/// The public reference of a session id: 128 bits of SHA-256 over a label and the id.
+pub fn reference_of(id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::new()
+        .chain_update(b"phibox session reference\0")
+        .chain_update(id.as_bytes())
+        .finalize();
+    hex::encode(&d[..16])
+}
+
 impl Sessions {
     pub fn new(clock: Arc<dyn Clock>, idle: SignedDuration) -> Sessions {
         Sessions {
@@ -91,8 +105,10 @@ impl Sessions {
     /// caller).
     pub fn create(&self, identity: Identity, client_ip: Option<String>) -> Session {
         let now = self.clock.now();
+        let id = random_hex(32);
         let s = Session {
-            id: random_hex(32),
+            reference: reference_of(&id),
+            id,
             identity,
             csrf: random_hex(32),
             created: now,
@@ -149,6 +165,37 @@ impl Sessions {
     /// Ends a session now (sign-out, an admin's kill).
     pub fn end(&self, id: &str) -> Option<Session> {
         self.lock().remove(id)
+    }
+
+    /// The live sessions, oldest first (those past a timeout are left to the sweeper, which
+    /// records them).
+    pub fn list(&self) -> Vec<Session> {
+        let now = self.clock.now();
+        let mut all: Vec<Session> = self
+            .lock()
+            .values()
+            .filter(|s| {
+                now.duration_since(s.created) < Self::limit(s)
+                    && now.duration_since(s.last_seen) < self.idle
+            })
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| {
+            a.created
+                .cmp(&b.created)
+                .then(a.reference.cmp(&b.reference))
+        });
+        all
+    }
+
+    /// Ends the session with this public reference (an administrator's kill).
+    pub fn end_by_reference(&self, reference: &str) -> Option<Session> {
+        let mut map = self.lock();
+        let id = map
+            .values()
+            .find(|s| s.reference == reference)
+            .map(|s| s.id.clone())?;
+        map.remove(&id)
     }
 
     /// Ends every session that has passed a timeout; returns them (for audit records).

@@ -1,7 +1,8 @@
 //! Who may use which route: one table, enforced by one middleware before any handler runs, and
 //! walked by the tests for every role and for anonymous requests. A route missing from the
 //! table is refused (fail closed). Handlers still check what only they can (CSRF tokens,
-//! templates per role).
+//! templates per role). The middleware hands the signed-in session to the handlers as a
+//! request extension (`Extension<Session>`), having counted the request as activity.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, Method, StatusCode};
@@ -39,7 +40,44 @@ pub const POLICY: &[(Method, &str, Access)] = &[
     (Method::GET, "/assets/app.css", Access::Public),
     (Method::GET, "/assets/chat.js", Access::Public),
     (Method::GET, "/assets/session.js", Access::Public),
+    (Method::GET, "/assets/render.js", Access::Public),
+    (Method::GET, "/conversations", Access::Roles(CLINICAL)),
+    (Method::GET, "/conversations/{id}", Access::Roles(CLINICAL)),
+    (Method::GET, "/admin", Access::Roles(&[Role::Admin])),
+    (
+        Method::POST,
+        "/admin/sessions/end",
+        Access::Roles(&[Role::Admin]),
+    ),
+    (
+        Method::POST,
+        "/break-glass/ack",
+        Access::Roles(&[Role::Admin, Role::Auditor]),
+    ),
+    (
+        Method::GET,
+        "/review",
+        Access::Roles(&[Role::Auditor, Role::PrivacyOfficer]),
+    ),
+    (
+        Method::GET,
+        "/investigate",
+        Access::Roles(&[Role::PrivacyOfficer]),
+    ),
+    (
+        Method::POST,
+        "/investigate",
+        Access::Roles(&[Role::PrivacyOfficer]),
+    ),
+    (
+        Method::GET,
+        "/compliance",
+        Access::Roles(&[Role::Admin, Role::Auditor, Role::PrivacyOfficer]),
+    ),
 ];
+
+/// The route the open page polls for the idle time left: looking is not activity.
+pub const IDLE_POLL: &str = "/api/session";
 
 /// The rule for a request, if the table has one.
 pub fn rule(method: &Method, route: &str) -> Option<Access> {
@@ -47,6 +85,15 @@ pub fn rule(method: &Method, route: &str) -> Option<Access> {
         .iter()
         .find(|(m, r, _)| m == method && *r == route)
         .map(|(_, _, a)| *a)
+}
+
+/// Whether a signed-in user of `role` may use a route (the table's answer).
+pub fn allows(method: &Method, route: &str, role: Role) -> bool {
+    match rule(method, route) {
+        Some(Access::Public | Access::SignedIn) => true,
+        Some(Access::Roles(roles)) => roles.contains(&role),
+        None => false,
+    }
 }
 
 fn api(route: &str) -> bool {
@@ -93,8 +140,15 @@ pub async fn enforce(State(state): State<WebState>, req: Request, next: Next) ->
     if access == Access::Public {
         return next.run(req).await;
     }
-    // Looking is not activity (the idle poll); the handler counts the request itself.
-    let session = match cookie_session(req.headers()).map(|id| state.auth.sessions.peek(&id)) {
+    // Every request counts as activity except the page's idle poll, which only looks.
+    let look = |id: String| {
+        if route == IDLE_POLL {
+            state.auth.sessions.peek(&id)
+        } else {
+            state.auth.sessions.touch(&id)
+        }
+    };
+    let session = match cookie_session(req.headers()).map(look) {
         Some(Ok(s)) => s,
         Some(Err(invalid)) => {
             let expired = !matches!(invalid, Invalid::Unknown);
@@ -112,6 +166,8 @@ pub async fn enforce(State(state): State<WebState>, req: Request, next: Next) ->
             );
         }
     }
+    let mut req = req;
+    req.extensions_mut().insert(session);
     let mut res = next.run(req).await;
     if !api(&route) {
         res.headers_mut()

@@ -12,14 +12,15 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use sandbox::protocol::{Message, Phi, Role as MsgRole, Sampling};
 use serde::Deserialize;
 
 use super::pages::{escape, page, signed_in_page};
-use super::signin::{actor_of, current, same_origin};
+use super::signin::{actor_of, same_origin};
 use super::templates;
 use super::WebState;
+use crate::auth::session::Session;
 use crate::chat::ChatError;
 use crate::inference::StreamItem;
 
@@ -30,11 +31,10 @@ fn json_error(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
-pub async fn chat_page(State(state): State<WebState>, headers: HeaderMap) -> Response {
-    let s = match current(&state, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+pub async fn chat_page(
+    State(state): State<WebState>,
+    Extension(s): Extension<Session>,
+) -> Response {
     let options: String = templates::for_role(s.identity.role)
         .map(|t| format!(r#"<option value="{}">{}</option>"#, t.id, escape(t.title)))
         .collect();
@@ -52,7 +52,7 @@ pub async fn chat_page(State(state): State<WebState>, headers: HeaderMap) -> Res
     let cap = state.prompt_cap;
     signed_in_page(
         &state,
-        &s.csrf,
+        &s,
         "Chat",
         &format!(
             r#"<h1>Chat</h1>
@@ -65,6 +65,7 @@ pub async fn chat_page(State(state): State<WebState>, headers: HeaderMap) -> Res
 <p id="status" role="status"></p>
 <section id="reply" class="reply" aria-live="polite" data-phi></section>
 <p class="notice">Draft for clinician review.</p>
+<script src="/assets/render.js" defer></script>
 <script src="/assets/chat.js" defer></script>"#,
             csrf = escape(&s.csrf),
         ),
@@ -84,21 +85,13 @@ fn event(name: &str, data: &serde_json::Value) -> Result<Event, Infallible> {
 
 pub async fn chat_api(
     State(state): State<WebState>,
+    Extension(s): Extension<Session>,
     headers: HeaderMap,
     body: Result<Json<ChatRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     if !same_origin(&headers) {
         return json_error(StatusCode::FORBIDDEN, "cross-site request refused");
     }
-    let s = match current(&state, &headers).await {
-        Ok(s) => s,
-        Err(_) => {
-            return json_error(
-                StatusCode::UNAUTHORIZED,
-                "your session has ended; sign in again",
-            )
-        }
-    };
     let token = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
     if token != Some(s.csrf.as_str()) {
         return json_error(StatusCode::FORBIDDEN, "the page has expired; reload it");
@@ -141,7 +134,10 @@ pub async fn chat_api(
         max_tokens: 512,
         ..Sampling::default()
     };
-    let stream = match chat.start(&actor_of(&s), messages, sampling).await {
+    let stream = match chat
+        .start(&actor_of(&s), template.id, messages, sampling)
+        .await
+    {
         Ok(stream) => stream,
         Err(ChatError::Audit(_)) => {
             return json_error(

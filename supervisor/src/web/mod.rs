@@ -3,8 +3,12 @@
 //! pages build on this (issue 5).
 
 pub mod access;
+pub mod admin;
 pub mod chat;
+pub mod conversations;
 pub mod headers;
+pub mod investigate;
+pub mod oversight;
 pub mod pages;
 pub mod redirect;
 pub mod server;
@@ -38,6 +42,12 @@ pub struct WebState {
     pub chat: Option<crate::chat::Chat>,
     /// Longest text a chat request may carry, in characters (minimum necessary).
     pub prompt_cap: usize,
+    /// Transcripts, break-glass uses, investigations.
+    pub store: crate::store::Store,
+    /// The audit trail's directory (for the review report and investigations).
+    pub audit_dir: std::path::PathBuf,
+    /// The running configuration (the compliance page shows it).
+    pub config: Arc<crate::config::Config>,
 }
 
 /// The default prompt cap: about four pages of notes.

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::Form;
+use axum::response::{Html, IntoResponse, Response};
+use axum::{Extension, Form};
 use serde::Deserialize;
 
 use super::pages::{escape, page, signed_in_page};
@@ -41,12 +41,42 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
     matches!((host, origin), (Some(h), Some(o)) if o == format!("https://{h}"))
 }
 
+/// A signed-in form post: from this site and with the session's CSRF token.
+// The error is the answer itself, handed straight back by the handler (axum's idiom).
+#[allow(clippy::result_large_err)]
+pub fn check_post(headers: &HeaderMap, s: &Session, csrf: &str) -> Result<(), Response> {
+    if !same_origin(headers) {
+        return Err((StatusCode::FORBIDDEN, "cross-site request refused").into_response());
+    }
+    if csrf != s.csrf {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "the form has expired; reload the page",
+        )
+            .into_response());
+    }
+    Ok(())
+}
+
+/// Appends a record that must exist before the action it records is done: if the trail
+/// cannot take it, the caller answers with this 503 and does nothing (fail closed).
+pub async fn record_first(state: &WebState, entry: Entry) -> Result<(), Response> {
+    state.auth.audit.append(entry).await.map(|_| ()).map_err(|e| {
+        tracing::error!(error = %sandbox::error_chain::chain(&e), "the audit trail refused a record; action not done");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the audit trail is unavailable, so this was not done",
+        )
+            .into_response()
+    })
+}
+
 pub fn actor_of(s: &Session) -> Actor {
     Actor {
         user_id: Some(s.identity.user_id.clone()),
         user_role: Some(s.identity.role.name().to_owned()),
         department: s.identity.department.clone(),
-        session_id: Some(s.id.clone()),
+        session_id: Some(s.reference.clone()),
         client_ip: s.client_ip.clone(),
     }
 }
@@ -61,22 +91,6 @@ pub async fn record_timeout(state: &WebState, invalid: &Invalid) {
     let e = Entry::new(action).actor(&actor_of(s)).detail("reason", why);
     if let Err(e) = state.auth.audit.append(e).await {
         tracing::error!(error = %sandbox::error_chain::chain(&e), "cannot record a session timeout");
-    }
-}
-
-/// The signed-in session of a request, or where to send the browser.
-pub async fn current(state: &WebState, headers: &HeaderMap) -> Result<Session, Response> {
-    let to_login = |q: &str| Redirect::to(&format!("/login{q}")).into_response();
-    let Some(id) = cookie_session(headers) else {
-        return Err(to_login(""));
-    };
-    match state.auth.sessions.touch(&id) {
-        Ok(s) => Ok(s),
-        Err(Invalid::Unknown) => Err(to_login("")),
-        Err(other) => {
-            record_timeout(state, &other).await;
-            Err(to_login("?expired=1"))
-        }
     }
 }
 
@@ -249,6 +263,26 @@ pub async fn login(
         )
             .into_response();
     }
+    if session.identity.break_glass {
+        // Listed for the administrators and auditors until one of them acknowledges it.
+        let listed = state
+            .store
+            .record_break_glass(
+                &session.identity.user_id,
+                &session.reference,
+                auth.sessions.now(),
+            )
+            .await;
+        if let Err(e) = listed {
+            auth.sessions.end(&session.id);
+            tracing::error!(error = %sandbox::error_chain::chain(&e), "cannot list a break-glass use; sign-in refused");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the box cannot record this emergency access; try again",
+            )
+                .into_response();
+        }
+    }
     let mut res = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
     for cookie in [
         Sessions::cookie(&session.id),
@@ -268,22 +302,12 @@ pub struct CsrfForm {
 
 pub async fn logout(
     State(state): State<WebState>,
+    Extension(session): Extension<Session>,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if !same_origin(&headers) {
-        return (StatusCode::FORBIDDEN, "cross-site request refused").into_response();
-    }
-    let session = match current(&state, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if form.csrf != session.csrf {
-        return (
-            StatusCode::FORBIDDEN,
-            "the form has expired; reload the page",
-        )
-            .into_response();
+    if let Err(r) = check_post(&headers, &session, &form.csrf) {
+        return r;
     }
     state.auth.sessions.end(&session.id);
     let e = Entry::new(Action::Logout)
@@ -303,71 +327,55 @@ pub async fn logout(
 }
 
 /// The signed-in home page.
-pub async fn home(State(state): State<WebState>, headers: HeaderMap) -> Response {
-    let s = match current(&state, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let who = &s.identity;
+pub async fn home(State(state): State<WebState>, Extension(s): Extension<Session>) -> Response {
+    let links: String = super::pages::NAV
+        .iter()
+        .skip(1)
+        .filter(|(href, _, _)| {
+            super::access::allows(&axum::http::Method::GET, href, s.identity.role)
+        })
+        .map(|(href, label, about)| {
+            format!(
+                r#"<li><a href="{href}">{}</a> — {}</li>"#,
+                escape(label),
+                escape(about)
+            )
+        })
+        .collect();
+    let banner = super::oversight::break_glass_banner(&state, &s).await;
     signed_in_page(
         &state,
-        &s.csrf,
+        &s,
         "phibox",
         &format!(
-            r#"<header class="top"><span>Signed in as <strong>{name}</strong> ({role}{dept})</span>
-<form method="post" action="/logout"><input type="hidden" name="csrf" value="{csrf}"><button type="submit">Sign out</button></form></header>
-<h1>phibox</h1>
-<p>Local AI assistance for clinical notes.</p>
-<p><a href="/chat">Open the assistant</a></p>"#,
-            name = escape(&who.display_name),
-            role = escape(who.role.title()),
-            dept = who
-                .department
-                .as_deref()
-                .map(|d| format!(", {}", escape(d)))
-                .unwrap_or_default(),
-            csrf = escape(&s.csrf),
+            r#"{banner}<h1>phibox</h1>
+<p>Local AI assistance for clinical notes. Nothing leaves this box.</p>
+<ul class="links">{links}</ul>"#
         ),
     )
     .into_response()
 }
 
 /// `GET /api/session`: seconds of inactivity left, without counting this request as activity
-/// (the page's idle lock polls it); 401 once the session has ended.
-pub async fn session_status(State(state): State<WebState>, headers: HeaderMap) -> Response {
-    let ended = || {
-        (
-            StatusCode::UNAUTHORIZED,
-            axum::Json(serde_json::json!({ "expired": true })),
-        )
-            .into_response()
-    };
-    let Some(id) = cookie_session(&headers) else {
-        return ended();
-    };
-    match state.auth.sessions.peek(&id) {
-        Ok(s) => axum::Json(serde_json::json!({
-            "idle_left": state.auth.sessions.idle_left(&s),
-            "idle_timeout": state.auth.sessions.idle_timeout().as_secs(),
-        }))
-        .into_response(),
-        Err(invalid) => {
-            record_timeout(&state, &invalid).await;
-            ended()
-        }
-    }
+/// (the page's idle lock polls it; the access layer only peeks for this route); 401 once the
+/// session has ended.
+pub async fn session_status(
+    State(state): State<WebState>,
+    Extension(s): Extension<Session>,
+) -> Response {
+    axum::Json(serde_json::json!({
+        "idle_left": state.auth.sessions.idle_left(&s),
+        "idle_timeout": state.auth.sessions.idle_timeout().as_secs(),
+    }))
+    .into_response()
 }
 
 /// `POST /api/activity`: the page reports typing or clicking (at most once a minute), which
 /// counts as activity like any request.
-pub async fn activity(State(state): State<WebState>, headers: HeaderMap) -> Response {
+pub async fn activity(Extension(s): Extension<Session>, headers: HeaderMap) -> Response {
     if !same_origin(&headers) {
         return StatusCode::FORBIDDEN.into_response();
     }
-    let s = match current(&state, &headers).await {
-        Ok(s) => s,
-        Err(_) => return StatusCode::UNAUTHORIZED.into_response(),
-    };
     if headers.get("x-csrf-token").and_then(|v| v.to_str().ok()) != Some(s.csrf.as_str()) {
         return StatusCode::FORBIDDEN.into_response();
     }

@@ -163,6 +163,9 @@ pub fn state_with(
         dev: true,
         chat: None,
         prompt_cap: supervisor::web::DEFAULT_PROMPT_CAP,
+        store: supervisor::store::Store::open(&data.join(supervisor::store::FILE)).unwrap(),
+        audit_dir: data.join("audit"),
+        config: Arc::new(supervisor::config::Config::default()),
         auth: Arc::new(supervisor::web::Auth {
             accounts,
             sessions: supervisor::auth::session::Sessions::new(

@@ -1,5 +1,6 @@
 // phibox chat: sends the form as JSON, streams the answer (server-sent events over fetch, so
-// the CSRF header can be sent), shows it as text (never as HTML), and stops on request.
+// the CSRF header can be sent), shows it through render.js's markdown subset (DOM nodes and
+// textContent, never HTML), and stops on request.
 "use strict";
 (function () {
   const form = document.getElementById("chat");
@@ -8,6 +9,13 @@
   const send = document.getElementById("send");
   const stop = document.getElementById("stop");
   let controller = null;
+  let text = "";
+  let pending = false;
+
+  function show() {
+    pending = false;
+    window.phiboxRender(reply, text);
+  }
 
   function busy(on) {
     send.disabled = on;
@@ -23,13 +31,17 @@
     }
     if (!data) return;
     const value = JSON.parse(data);
-    if (name === "token") reply.textContent += value;
+    if (name === "token") {
+      text += value;
+      if (!pending) { pending = true; requestAnimationFrame(show); }
+    }
     else if (name === "done") status.textContent = value.finish === "cancelled" ? "Stopped." : "Done.";
     else if (name === "error") status.textContent = "Error: " + value;
   }
 
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
+    text = "";
     reply.textContent = "";
     status.textContent = "Working…";
     controller = new AbortController();
@@ -62,6 +74,7 @@
     } catch (e) {
       status.textContent = e.name === "AbortError" ? "Stopped." : "Connection lost.";
     } finally {
+      show();
       busy(false);
       controller = null;
     }
