@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 require_root
 base_packages
 # The TLS tests try old protocol versions with the openssl tool; the audit tests set the
-# append-only attribute with chattr (e2fsprogs).
-ensure_packages openssl:openssl chattr:e2fsprogs /usr/sbin/slapd:slapd
+# append-only attribute with chattr (e2fsprogs); the directory tests start OpenLDAP's slapd; the
+# browser test drives Debian's Chromium through chromedriver.
+ensure_packages openssl:openssl chattr:e2fsprogs /usr/sbin/slapd:slapd /usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver
 ensure_rust
 say "cargo fmt --check"
 cargo fmt --all -- --check

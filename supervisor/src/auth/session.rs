@@ -157,9 +157,12 @@ impl Sessions {
         Ok(s.clone())
     }
 
-    /// Seconds of idleness left (for the page's lock timer).
+    /// Seconds of idleness left, rounded up (for the page's lock timer): 0 only once the
+    /// session has ended, never while a fraction of a second remains.
     pub fn idle_left(&self, s: &Session) -> i64 {
-        (self.idle - self.clock.now().duration_since(s.last_seen)).as_secs()
+        let left = self.idle - self.clock.now().duration_since(s.last_seen);
+        let ms = left.as_millis();
+        i64::try_from(ms.div_euclid(1000) + i128::from(ms.rem_euclid(1000) > 0)).unwrap_or(0)
     }
 
     /// Ends a session now (sign-out, an admin's kill).

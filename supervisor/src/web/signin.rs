@@ -34,11 +34,26 @@ pub fn cookie_session(headers: &HeaderMap) -> Option<String> {
     token_cookie(headers, COOKIE)
 }
 
-/// Whether a state-changing request comes from this site.
+/// Whether a state-changing request comes from this site. A browser names the origin in
+/// `Origin`, except that a form post under `Referrer-Policy: no-referrer` (which every page
+/// sends) carries `Origin: null`; then the fetch metadata header `Sec-Fetch-Site`, which pages
+/// cannot set, must say `same-origin`. Any `Sec-Fetch-Site` other than `same-origin` is
+/// refused whatever `Origin` says.
 pub fn same_origin(headers: &HeaderMap) -> bool {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin = headers.get(header::ORIGIN).and_then(|h| h.to_str().ok());
-    matches!((host, origin), (Some(h), Some(o)) if o == format!("https://{h}"))
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|h: &header::HeaderValue| h.to_str().ok())
+    };
+    let site = text("sec-fetch-site");
+    if site.is_some_and(|s| s != "same-origin") {
+        return false;
+    }
+    match (text(header::HOST.as_str()), text(header::ORIGIN.as_str())) {
+        (_, None | Some("null")) => site == Some("same-origin"),
+        (Some(h), Some(o)) => o == format!("https://{h}"),
+        (None, Some(_)) => false,
+    }
 }
 
 /// A signed-in form post: from this site and with the session's CSRF token.
@@ -390,5 +405,55 @@ pub async fn sweep(state: WebState, every: std::time::Duration) {
         for ended in state.auth.sessions.sweep() {
             record_timeout(&state, &ended).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn same_origin_needs_a_positive_signal_and_no_cross_site_one() {
+        let host = ("host", "box.clinic:443");
+        // Fetch (and older browsers): Origin names this site.
+        assert!(same_origin(&headers(&[
+            host,
+            ("origin", "https://box.clinic:443")
+        ])));
+        // A form post under no-referrer: Origin null, fetch metadata says same-origin.
+        assert!(same_origin(&headers(&[
+            host,
+            ("origin", "null"),
+            ("sec-fetch-site", "same-origin")
+        ])));
+        // Refused: another origin, null without metadata, metadata saying otherwise, nothing.
+        assert!(!same_origin(&headers(&[
+            host,
+            ("origin", "https://evil.example")
+        ])));
+        assert!(!same_origin(&headers(&[host, ("origin", "null")])));
+        assert!(!same_origin(&headers(&[
+            host,
+            ("origin", "https://box.clinic:443"),
+            ("sec-fetch-site", "cross-site")
+        ])));
+        assert!(!same_origin(&headers(&[
+            host,
+            ("origin", "null"),
+            ("sec-fetch-site", "same-site")
+        ])));
+        assert!(!same_origin(&headers(&[host])));
+        assert!(!same_origin(&headers(&[(
+            "origin",
+            "https://box.clinic:443"
+        )])));
     }
 }

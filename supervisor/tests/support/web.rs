@@ -159,6 +159,21 @@ pub fn state_with(
     accounts: supervisor::auth::signin::Accounts,
     clock: Arc<dyn supervisor::clock::Clock>,
 ) -> supervisor::web::WebState {
+    state_idle(
+        data,
+        accounts,
+        clock,
+        supervisor::auth::session::DEFAULT_IDLE,
+    )
+}
+
+/// A web state with a chosen idle timeout.
+pub fn state_idle(
+    data: &Path,
+    accounts: supervisor::auth::signin::Accounts,
+    clock: Arc<dyn supervisor::clock::Clock>,
+    idle: jiff::SignedDuration,
+) -> supervisor::web::WebState {
     supervisor::web::WebState {
         dev: true,
         chat: None,
@@ -168,10 +183,7 @@ pub fn state_with(
         config: Arc::new(supervisor::config::Config::default()),
         auth: Arc::new(supervisor::web::Auth {
             accounts,
-            sessions: supervisor::auth::session::Sessions::new(
-                clock.clone(),
-                supervisor::auth::session::DEFAULT_IDLE,
-            ),
+            sessions: supervisor::auth::session::Sessions::new(clock.clone(), idle),
             throttle: supervisor::auth::throttle::Throttle::new(clock),
             audit: super::audit_log(data),
         }),

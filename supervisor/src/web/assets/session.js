@@ -21,10 +21,10 @@
   async function poll() {
     try {
       const res = await fetch("/api/session", { cache: "no-store" });
+      // Only the server's answer locks the page: by then the session has ended there too.
       if (res.status === 401) return lock();
       const s = await res.json();
-      if (s.idle_left <= 0) return lock();
-      setTimeout(poll, Math.min(30000, Math.max(1000, s.idle_left * 1000)));
+      setTimeout(poll, Math.min(30000, Math.max(250, s.idle_left * 1000 + 250)));
     } catch (e) {
       setTimeout(poll, 10000);
     }
@@ -36,6 +36,19 @@
     lastReport = now;
     fetch("/api/activity", { method: "POST", headers: { "X-CSRF-Token": csrf } });
   }
+
+  // A page left behind (back/forward cache) must not keep conversation text: it is removed
+  // when the page is hidden, and a page restored from the cache is fetched anew, so the server
+  // decides whether the session still stands.
+  window.addEventListener("pagehide", () => {
+    for (const el of document.querySelectorAll("[data-phi]")) el.remove();
+  });
+  window.addEventListener("pageshow", (ev) => {
+    if (ev.persisted) {
+      document.body.hidden = true;
+      location.reload();
+    }
+  });
 
   for (const type of ["keydown", "pointerdown", "input"]) {
     document.addEventListener(type, activity, { passive: true });
