@@ -38,6 +38,20 @@ impl LlamaConfig {
         }
     }
 
+    /// About 25M parameters: answers take about a second on two cores, so streaming is
+    /// visible (the browser test) and batching matters (the web benchmark).
+    pub fn small() -> LlamaConfig {
+        LlamaConfig {
+            embedding: 512,
+            layers: 8,
+            heads: 8,
+            kv_heads: 4,
+            feed_forward: 1536,
+            context: 2048,
+            ..LlamaConfig::tiny()
+        }
+    }
+
     /// About 200M parameters (214 MB in Q8_0): the benchmark model.
     pub fn bench_200m() -> LlamaConfig {
         LlamaConfig {

@@ -410,6 +410,11 @@ async fn serve(
         dev: true,
         chat: Some(chat.clone()),
         prompt_cap: crate::web::DEFAULT_PROMPT_CAP,
+        reply_tokens: opts
+            .config
+            .worker
+            .max_tokens
+            .min(crate::web::DEFAULT_REPLY_TOKENS),
         store: store.clone(),
         audit_dir: opts.data_dir.join("audit"),
         config: std::sync::Arc::new(opts.config.clone()),

@@ -9,6 +9,7 @@ use models::testmodel::{self, Hostile, LlamaConfig};
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Preset {
     Tiny,
+    Small,
     Bench200m,
 }
 
@@ -59,6 +60,7 @@ fn main() -> anyhow::Result<()> {
     }
     let mut cfg = match args.preset {
         Preset::Tiny => LlamaConfig::tiny(),
+        Preset::Small => LlamaConfig::small(),
         Preset::Bench200m => LlamaConfig::bench_200m(),
     };
     cfg.ty = match args.ty {

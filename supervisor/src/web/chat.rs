@@ -131,7 +131,7 @@ pub async fn chat_api(
         content: Phi(format!("{}\n\n{}", template.instruction, req.text)),
     }];
     let sampling = Sampling {
-        max_tokens: 512,
+        max_tokens: state.reply_tokens,
         ..Sampling::default()
     };
     let stream = match chat

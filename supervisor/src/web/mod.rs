@@ -42,6 +42,8 @@ pub struct WebState {
     pub chat: Option<crate::chat::Chat>,
     /// Longest text a chat request may carry, in characters (minimum necessary).
     pub prompt_cap: usize,
+    /// Longest answer, in tokens.
+    pub reply_tokens: u32,
     /// Transcripts, break-glass uses, investigations.
     pub store: crate::store::Store,
     /// The audit trail's directory (for the review report and investigations).
@@ -49,6 +51,9 @@ pub struct WebState {
     /// The running configuration (the compliance page shows it).
     pub config: Arc<crate::config::Config>,
 }
+
+/// The default answer limit: about a page.
+pub const DEFAULT_REPLY_TOKENS: u32 = 512;
 
 /// The default prompt cap: about four pages of notes.
 pub const DEFAULT_PROMPT_CAP: usize = 12_000;

@@ -178,6 +178,7 @@ pub fn state_idle(
         dev: true,
         chat: None,
         prompt_cap: supervisor::web::DEFAULT_PROMPT_CAP,
+        reply_tokens: supervisor::web::DEFAULT_REPLY_TOKENS,
         store: supervisor::store::Store::open(&data.join(supervisor::store::FILE)).unwrap(),
         audit_dir: data.join("audit"),
         config: Arc::new(supervisor::config::Config::default()),
