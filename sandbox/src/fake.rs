@@ -38,6 +38,7 @@ pub enum Call {
     Setresuid(u32),
     NoNewPrivs,
     Setrlimit(Resource, u64),
+    SetNice(i32),
     Landlock(Vec<Rule>),
     CloseFdsExcept(Vec<RawFd>),
     Seccomp,
@@ -142,6 +143,9 @@ impl Host for FakeHost {
     }
     fn set_no_new_privs(&mut self) -> io::Result<()> {
         self.record(Call::NoNewPrivs)
+    }
+    fn set_nice(&mut self, nice: i32) -> io::Result<()> {
+        self.record(Call::SetNice(nice))
     }
     fn setrlimit(&mut self, resource: Resource, value: u64) -> io::Result<()> {
         self.record(Call::Setrlimit(resource, value))

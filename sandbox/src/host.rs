@@ -45,6 +45,8 @@ pub trait Host {
     fn setresuid(&mut self, uid: u32) -> io::Result<()>;
     fn set_no_new_privs(&mut self) -> io::Result<()>;
     fn setrlimit(&mut self, resource: Resource, value: u64) -> io::Result<()>;
+    /// Sets this process's nice value (its threads, including later ones, inherit it).
+    fn set_nice(&mut self, nice: i32) -> io::Result<()>;
     fn landlock(&mut self, rules: &[Rule]) -> Result<Enforcement, LandlockError>;
     fn close_fds_except(&mut self, keep: &[RawFd]) -> io::Result<()>;
     fn seccomp(&mut self, program: &seccompiler::BpfProgram) -> io::Result<()>;
@@ -144,6 +146,17 @@ impl Host for RealHost {
     }
     fn setrlimit(&mut self, resource: Resource, value: u64) -> io::Result<()> {
         io(nix::sys::resource::setrlimit(resource, value, value))
+    }
+    fn set_nice(&mut self, nice: i32) -> io::Result<()> {
+        // nix has no setpriority. `who` 0 is the calling thread's process; the launcher is
+        // single-threaded here, and the program's threads are created after exec.
+        // SAFETY: setpriority takes plain integers and touches no memory of ours.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
     fn landlock(&mut self, rules: &[Rule]) -> Result<Enforcement, LandlockError> {
         landlock_rules::apply(rules)

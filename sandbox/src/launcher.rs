@@ -212,6 +212,20 @@ mod tests {
     }
 
     #[test]
+    fn the_cpu_priority_is_lowered_only_when_asked() {
+        let mut host = FakeHost::default();
+        run(&mut host, &plan());
+        assert!(!host.calls.iter().any(|c| matches!(c, Call::SetNice(_))));
+        let mut p = plan();
+        p.limits.nice = 10;
+        let mut host = FakeHost::default();
+        run(&mut host, &p);
+        let nice = position(&host.calls, |c| *c == Call::SetNice(10));
+        let exec = position(&host.calls, |c| matches!(c, Call::Execve(..)));
+        assert!(nice < exec);
+    }
+
+    #[test]
     fn every_bind_is_remounted_read_only_with_the_right_flags() {
         let mut host = FakeHost::default();
         run(&mut host, &plan());

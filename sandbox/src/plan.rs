@@ -51,6 +51,9 @@ pub struct Limits {
     pub nofile: u64,
     /// Processes + threads of the child's real uid on the whole host.
     pub nproc: u64,
+    /// The child's nice value (0–19: a higher one yields the CPU to everything else first).
+    #[serde(default)]
+    pub nice: i32,
 }
 
 impl Default for Limits {
@@ -58,6 +61,7 @@ impl Default for Limits {
         Limits {
             nofile: 64,
             nproc: 512,
+            nice: 0,
         }
     }
 }

@@ -25,11 +25,19 @@ fn set(host: &mut impl Host, resource: Resource, value: u64) -> Result<(), Rlimi
         })
 }
 
-/// Core 0, file size 0, processes bounded.
+/// Core 0, file size 0, processes bounded; the CPU priority lowered as asked.
 pub fn apply(host: &mut impl Host, limits: &Limits) -> Result<(), RlimitError> {
     set(host, Resource::RLIMIT_CORE, 0)?;
     set(host, Resource::RLIMIT_FSIZE, 0)?;
-    set(host, Resource::RLIMIT_NPROC, limits.nproc)
+    set(host, Resource::RLIMIT_NPROC, limits.nproc)?;
+    if limits.nice != 0 {
+        host.set_nice(limits.nice).map_err(|source| RlimitError {
+            resource: Resource::RLIMIT_NICE,
+            value: u64::try_from(limits.nice).unwrap_or(0),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Open files; after landlock.

@@ -43,6 +43,8 @@ pub enum SpecError {
     Root { uid: u32, gid: u32 },
     #[error("program {0} must be an absolute path")]
     RelativeProgram(PathBuf),
+    #[error("nice value {0} is outside 0–19 (the sandbox may only lower its priority)")]
+    Nice(i32),
     #[error("cannot find the libraries of {program}")]
     Libraries {
         program: PathBuf,
@@ -105,6 +107,9 @@ impl SandboxSpec {
         }
         if !self.program.is_absolute() {
             return Err(SpecError::RelativeProgram(self.program.clone()));
+        }
+        if !(0..=19).contains(&self.limits.nice) {
+            return Err(SpecError::Nice(self.limits.nice));
         }
         let deps = elf::dependencies(&self.program).map_err(|source| SpecError::Libraries {
             program: self.program.clone(),

@@ -122,6 +122,9 @@ pub struct WorkerSection {
     pub context: u32,
     /// CPU threads; 0 = all.
     pub threads: u32,
+    /// The worker's nice value (0–19): above 0 the supervisor (web UI, audit trail) is served
+    /// first when inference keeps every core busy.
+    pub nice: i32,
     /// Upper bound on a request's reply length, in tokens.
     pub max_tokens: u32,
     /// Requests waiting for a slot inside the worker.
@@ -145,6 +148,7 @@ impl Default for WorkerSection {
             slots: 8,
             context: 2048,
             threads: 0,
+            nice: 10,
             max_tokens: 2048,
             queue: 64,
             uid: 65534,
@@ -226,6 +230,11 @@ impl Config {
             w.threads <= 1024,
             "worker.threads",
             format!("must be at most 1024, not {}", w.threads),
+        )?;
+        check(
+            (0..=19).contains(&w.nice),
+            "worker.nice",
+            format!("must be 0 to 19, not {}", w.nice),
         )?;
         range("worker.max_tokens", u64::from(w.max_tokens), 1, 32_768)?;
         range("worker.queue", u64::from(w.queue), 1, 4096)?;

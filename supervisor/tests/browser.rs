@@ -112,6 +112,23 @@ where
     }
 }
 
+/// Waits, hands off, until the page has locked itself and gone to the sign-in page.
+async fn wait_for_lock(browser: &fantoccini::Client) {
+    wait_until(
+        "the idle lock",
+        Duration::from_secs(IDLE_SECS as u64 + 30),
+        || async {
+            browser
+                .current_url()
+                .await
+                .unwrap()
+                .as_str()
+                .contains("/login?expired=1")
+        },
+    )
+    .await;
+}
+
 /// Fills and submits the sign-in form as alice; returns once her page shows.
 async fn sign_in(browser: &fantoccini::Client, base: &str) {
     browser.goto(&format!("{base}/login")).await.unwrap();
@@ -284,19 +301,7 @@ async fn sign_in_chat_stream_and_idle_lock_in_chromium() {
     .unwrap();
 
     // Hands off: once the idle time has passed, the page locks itself and leaves.
-    wait_until(
-        "the idle lock",
-        Duration::from_secs(IDLE_SECS as u64 + 30),
-        || async {
-            browser
-                .current_url()
-                .await
-                .unwrap()
-                .as_str()
-                .contains("/login?expired=1")
-        },
-    )
-    .await;
+    wait_for_lock(&browser).await;
     let snippet: String = reply
         .chars()
         .filter(|c| !c.is_whitespace())
@@ -364,19 +369,7 @@ async fn sign_in_chat_stream_and_idle_lock_in_chromium() {
         .click()
         .await
         .unwrap();
-    wait_until(
-        "the idle lock on the home page",
-        Duration::from_secs(IDLE_SECS as u64 + 30),
-        || async {
-            browser
-                .current_url()
-                .await
-                .unwrap()
-                .as_str()
-                .contains("/login?expired=1")
-        },
-    )
-    .await;
+    wait_for_lock(&browser).await;
     browser.back().await.unwrap();
     wait_until("the sign-in page", Duration::from_secs(10), || async {
         browser

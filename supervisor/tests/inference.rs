@@ -59,12 +59,25 @@ async fn ready_other_than(h: &supervisor::inference::InferenceHandle, old: i32) 
     }
 }
 
+/// The nice value of every thread of `pid` (field 19 of /proc/…/task/…/stat).
+fn thread_nice(pid: i32) -> Vec<i64> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let after = &stat[stat.rfind(')')? + 2..];
+            after.split_whitespace().nth(16)?.parse().ok()
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_concurrent_callers_each_get_their_own_stream() {
     require_root();
     let t = tempfile::tempdir().unwrap();
     let h = spawn_manager(launch("phibox-worker", &tiny_model(t.path()), settings()));
-    ready(&h).await;
+    let pid = ready(&h).await;
     let prompts: Vec<String> = (0..10).map(|i| format!("ward round {i}")).collect();
     let mut sequential = Vec::new();
     for p in &prompts {
@@ -92,6 +105,9 @@ async fn many_concurrent_callers_each_get_their_own_stream() {
             }
         ));
     }
+    // The worker yields the CPU to phiboxd: every thread, the decode threads included.
+    let nice = thread_nice(pid);
+    assert!(nice.len() > 1 && nice.iter().all(|&n| n == 10), "{nice:?}");
     h.shutdown().await;
     assert_eq!(h.status(), Status::Stopped);
 }

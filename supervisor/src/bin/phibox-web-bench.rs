@@ -56,6 +56,9 @@ struct Args {
     reply_tokens: u32,
     #[arg(long, default_value_t = 2)]
     threads: u32,
+    /// The worker's nice value (phiboxd's default: 10).
+    #[arg(long, default_value_t = 10)]
+    nice: i32,
 }
 
 const PASSWORD: &str = "bench password";
@@ -408,6 +411,7 @@ async fn main() -> Result<()> {
         slots: args.users.max(1),
         context: 1024,
         threads: args.threads,
+        nice: args.nice,
         ..WorkerSection::default()
     };
     let h = spawn_manager(WorkerLaunch {
@@ -556,12 +560,13 @@ async fn main() -> Result<()> {
     #[allow(clippy::print_stdout)]
     {
         println!(
-            "web UI vs worker direct: {} users × {} chats × {} rounds, {} reply tokens, {} threads, model {}",
+            "web UI vs worker direct: {} users × {} chats × {} rounds, {} reply tokens, {} threads, worker nice {}, model {}",
             args.users,
             args.chats,
             args.rounds,
             args.reply_tokens,
             args.threads,
+            args.nice,
             args.model.display()
         );
         println!(

@@ -67,6 +67,7 @@ impl WorkerLaunch {
             .filter(|p| p.exists())
             .collect();
         spec.allow_partial_landlock = self.allow_partial_landlock;
+        spec.limits.nice = s.nice;
         spec
     }
 }

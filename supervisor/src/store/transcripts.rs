@@ -78,16 +78,26 @@ impl Store {
         .await
     }
 
-    /// A session's turns, oldest first.
-    pub async fn session_turns(&self, session_id: &str) -> Result<Vec<StoredTurn>, StoreError> {
-        let session_id = session_id.to_owned();
+    /// The turns matching `condition` (SQL over the table's columns, with `?1`, `?2`…).
+    async fn turns_where(
+        &self,
+        condition: &'static str,
+        params: Vec<rusqlite::types::Value>,
+    ) -> Result<Vec<StoredTurn>, StoreError> {
         self.with(move |c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM turns WHERE session_id = ?1 ORDER BY id"
-            ))?;
-            let rows = st.query_map([session_id], turn)?;
+            let mut st = c.prepare(&format!("SELECT {COLUMNS} FROM turns WHERE {condition}"))?;
+            let rows = st.query_map(rusqlite::params_from_iter(params), turn)?;
             rows.collect()
         })
+        .await
+    }
+
+    /// A session's turns, oldest first.
+    pub async fn session_turns(&self, session_id: &str) -> Result<Vec<StoredTurn>, StoreError> {
+        self.turns_where(
+            "session_id = ?1 ORDER BY id",
+            vec![session_id.to_owned().into()],
+        )
         .await
     }
 
@@ -97,14 +107,10 @@ impl Store {
         user_id: &str,
         limit: u32,
     ) -> Result<Vec<StoredTurn>, StoreError> {
-        let user_id = user_id.to_owned();
-        self.with(move |c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM turns WHERE user_id = ?1 ORDER BY started_us DESC, id DESC LIMIT ?2"
-            ))?;
-            let rows = st.query_map(params![user_id, limit], turn)?;
-            rows.collect()
-        })
+        self.turns_where(
+            "user_id = ?1 ORDER BY started_us DESC, id DESC LIMIT ?2",
+            vec![user_id.to_owned().into(), i64::from(limit).into()],
+        )
         .await
     }
 
@@ -114,15 +120,13 @@ impl Store {
         user_id: &str,
         id: i64,
     ) -> Result<Option<StoredTurn>, StoreError> {
-        let user_id = user_id.to_owned();
-        self.with(move |c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM turns WHERE id = ?1 AND user_id = ?2"
-            ))?;
-            let mut rows = st.query_map(params![id, user_id], turn)?;
-            rows.next().transpose()
-        })
-        .await
+        let found = self
+            .turns_where(
+                "id = ?1 AND user_id = ?2",
+                vec![id.into(), user_id.to_owned().into()],
+            )
+            .await?;
+        Ok(found.into_iter().next())
     }
 
     /// Deletes the turns that started before `cutoff`; how many.
