@@ -38,24 +38,7 @@ fn accounts() -> LocalUsers {
 }
 
 async fn sign_in(a: std::net::SocketAddr, data: &std::path::Path, user: &str) -> (String, String) {
-    let r = post_login(
-        a,
-        data,
-        None,
-        &format!("user={user}&password=pw-for-tests"),
-        true,
-    )
-    .await;
-    assert_eq!(r.status, 303, "{}", r.body);
-    let cookie = r.cookies[0].split(';').next().unwrap().to_owned();
-    let page = browser(a, data, "GET", "/chat", Some(&cookie), None, false).await;
-    let csrf = page
-        .body
-        .split(r#"data-csrf=""#)
-        .nth(1)
-        .map(|s| s[..64].to_owned())
-        .unwrap_or_default();
-    (cookie, csrf)
+    signed_in(a, data, user, "pw-for-tests", "/chat").await
 }
 
 async fn api(

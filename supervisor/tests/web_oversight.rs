@@ -34,19 +34,7 @@ fn users(break_glass: bool, list: &[(&str, Role)]) -> LocalUsers {
 }
 
 async fn sign_in(a: std::net::SocketAddr, data: &std::path::Path, user: &str) -> (String, String) {
-    let r = post_login(
-        a,
-        data,
-        None,
-        &format!("user={user}&password=pw-for-tests"),
-        true,
-    )
-    .await;
-    assert_eq!(r.status, 303, "{user}: {}", r.body);
-    let cookie = r.cookies[0].split(';').next().unwrap().to_owned();
-    let home = browser(a, data, "GET", "/", Some(&cookie), None, false).await;
-    let csrf = home.body.split(r#"data-csrf=""#).nth(1).unwrap()[..64].to_owned();
-    (cookie, csrf)
+    signed_in(a, data, user, "pw-for-tests", "/").await
 }
 
 async fn get(a: std::net::SocketAddr, data: &std::path::Path, cookie: &str, path: &str) -> Reply {

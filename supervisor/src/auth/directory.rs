@@ -116,6 +116,11 @@ fn balanced(filter: &str) -> bool {
 }
 
 impl DirectoryConfig {
+    /// Whether passwords travel encrypted: LDAPS, or StartTLS on an ldap:// URL.
+    pub fn uses_tls(&self) -> bool {
+        self.url.starts_with("ldaps://") || self.starttls
+    }
+
     /// Checks what can be checked without the files: the key that is wrong and why.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         let plain = self.url.starts_with("ldap://");
@@ -131,7 +136,7 @@ impl DirectoryConfig {
                 "StartTLS applies to ldap:// URLs; ldaps:// is TLS already".into(),
             ));
         }
-        let tls = !plain || self.starttls;
+        let tls = self.uses_tls();
         if tls && self.ca_file.is_none() {
             return Err((
                 "directory.ca_file",
@@ -318,17 +323,13 @@ impl Directory {
         config
             .validate()
             .map_err(|(key, reason)| DirectoryError::Config { key, reason })?;
-        if config.allow_plaintext && !dev && !config.url.starts_with("ldaps://") && !config.starttls
-        {
+        if !config.uses_tls() && !dev {
             return Err(DirectoryError::Config {
                 key: "directory.allow_plaintext",
                 reason: "plain LDAP is for development only; the appliance refuses it".into(),
             });
         }
-        let tls = match (
-            &config.ca_file,
-            config.url.starts_with("ldaps://") || config.starttls,
-        ) {
+        let tls = match (&config.ca_file, config.uses_tls()) {
             (Some(ca), true) => Some(client_tls(ca)?),
             _ => None,
         };

@@ -137,19 +137,26 @@ impl Sessions {
         self.check(id, false)
     }
 
+    /// Which timeout, if any, has ended `s` by `now`.
+    fn expired(&self, s: &Session, now: Timestamp) -> Option<fn(Box<Session>) -> Invalid> {
+        if now.duration_since(s.created) >= Self::limit(s) {
+            Some(Invalid::Absolute)
+        } else if now.duration_since(s.last_seen) >= self.idle {
+            Some(Invalid::Idle)
+        } else {
+            None
+        }
+    }
+
     fn check(&self, id: &str, activity: bool) -> Result<Session, Invalid> {
         let now = self.clock.now();
         let mut map = self.lock();
         let Some(s) = map.get_mut(id) else {
             return Err(Invalid::Unknown);
         };
-        if now.duration_since(s.created) >= Self::limit(s) {
+        if let Some(ended) = self.expired(s, now) {
             let s = map.remove(id).expect("present");
-            return Err(Invalid::Absolute(Box::new(s)));
-        }
-        if now.duration_since(s.last_seen) >= self.idle {
-            let s = map.remove(id).expect("present");
-            return Err(Invalid::Idle(Box::new(s)));
+            return Err(ended(Box::new(s)));
         }
         if activity {
             s.last_seen = now;
@@ -177,10 +184,7 @@ impl Sessions {
         let mut all: Vec<Session> = self
             .lock()
             .values()
-            .filter(|s| {
-                now.duration_since(s.created) < Self::limit(s)
-                    && now.duration_since(s.last_seen) < self.idle
-            })
+            .filter(|s| self.expired(s, now).is_none())
             .cloned()
             .collect();
         all.sort_by(|a, b| {

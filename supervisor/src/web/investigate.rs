@@ -167,20 +167,9 @@ pub async fn investigate(
             now,
         ),
     };
-    let dir = state.audit_dir.clone();
-    let records = tokio::task::spawn_blocking(move || {
-        crate::audit::reader::records(&dir, Some(since), Some(until))
-    })
-    .await;
-    let records = match records {
-        Ok(Ok(r)) => r,
-        _ => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the audit trail cannot be read",
-            )
-                .into_response()
-        }
+    let records = match super::oversight::read_records(&state, since, until).await {
+        Ok(r) => r,
+        Err(r) => return r,
     };
     let checked = check(
         key,

@@ -113,6 +113,34 @@ pub async fn acknowledge(
     back_home()
 }
 
+/// The trail's records in a period, read off the async threads; the answer to give if the
+/// trail cannot be read.
+// The error is the answer itself, handed straight back by the handler (axum's idiom).
+#[allow(clippy::result_large_err)]
+pub async fn read_records(
+    state: &WebState,
+    since: Timestamp,
+    until: Timestamp,
+) -> Result<Vec<crate::audit::Record>, Response> {
+    let dir = state.audit_dir.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        crate::audit::reader::records(&dir, Some(since), Some(until))
+    })
+    .await;
+    match read {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => {
+            tracing::error!(error = %sandbox::error_chain::chain(&e), "cannot read the audit trail");
+            Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the audit trail cannot be read",
+            )
+                .into_response())
+        }
+        Err(_) => Err(StatusCode::INTERNAL_SERVER_ERROR.into_response()),
+    }
+}
+
 fn back_home() -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response()
 }
@@ -161,24 +189,11 @@ pub async fn review_page(
         )
             .into_response();
     }
-    let dir = state.audit_dir.clone();
     // Earlier records serve as the users' baselines for prompt sizes.
     let from = since - SignedDuration::from_hours(24 * 90);
-    let records = tokio::task::spawn_blocking(move || {
-        crate::audit::reader::records(&dir, Some(from), Some(until))
-    })
-    .await;
-    let records = match records {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            tracing::error!(error = %sandbox::error_chain::chain(&e), "cannot read the audit trail");
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the audit trail cannot be read",
-            )
-                .into_response();
-        }
-        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    let records = match read_records(&state, from, until).await {
+        Ok(r) => r,
+        Err(r) => return r,
     };
     let report = review(&records, &ReviewOptions::new(since, until));
     let sections: String = report
@@ -251,12 +266,12 @@ pub async fn compliance_page(
         Some(d) => format!(
             "{url} ({tls}); access group {group}{nested}",
             url = escape(&d.url),
-            tls = if d.url.starts_with("ldaps://") {
-                "LDAPS"
+            tls = if !d.uses_tls() {
+                "UNENCRYPTED (dev only)"
             } else if d.starttls {
                 "StartTLS"
             } else {
-                "UNENCRYPTED (dev only)"
+                "LDAPS"
             },
             group = escape(&d.access_group),
             nested = if d.nested_groups {

@@ -243,3 +243,33 @@ pub async fn post_login(
     )
     .await
 }
+
+/// Signs `user` in with `password` through the form (asserting it worked) and loads `page`;
+/// returns the session cookie (`name=value`) and the CSRF token that page carries (empty if
+/// the page has none, e.g. a role's refusal).
+pub async fn signed_in(
+    addr: SocketAddr,
+    data: &Path,
+    user: &str,
+    password: &str,
+    page: &str,
+) -> (String, String) {
+    let r = post_login(
+        addr,
+        data,
+        None,
+        &format!("user={user}&password={password}"),
+        true,
+    )
+    .await;
+    assert_eq!(r.status, 303, "{user}: {}", r.body);
+    let cookie = r.cookies[0].split(';').next().unwrap().to_owned();
+    let shown = browser(addr, data, "GET", page, Some(&cookie), None, false).await;
+    let csrf = shown
+        .body
+        .split(r#"data-csrf=""#)
+        .nth(1)
+        .map(|s| s[..64].to_owned())
+        .unwrap_or_default();
+    (cookie, csrf)
+}
