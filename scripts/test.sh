@@ -7,8 +7,9 @@ require_root
 base_packages
 # The TLS tests try old protocol versions with the openssl tool; the audit tests set the
 # append-only attribute with chattr (e2fsprogs); the directory tests start OpenLDAP's slapd; the
-# browser test drives Debian's Chromium through chromedriver.
-ensure_packages openssl:openssl chattr:e2fsprogs /usr/sbin/slapd:slapd /usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver
+# browser test drives Debian's Chromium through chromedriver; the bundle tests check signatures
+# against the minisign tool.
+ensure_packages openssl:openssl chattr:e2fsprogs /usr/sbin/slapd:slapd /usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver minisign:minisign
 ensure_rust
 say "cargo fmt --check"
 cargo fmt --all -- --check

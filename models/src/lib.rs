@@ -1,7 +1,9 @@
-//! Model files. So far: a GGUF v3 writer and a generator of small random-weight llama models
-//! with a complete tokenizer, so that tests and benchmarks need no download. Pure logic plus
+//! Model files: signed model bundles and the model store (`bundle`), GGUF headers and a GGUF
+//! v3 writer (`gguf`), and a generator of small random-weight llama models with a complete
+//! tokenizer, so that tests and benchmarks need no download (`testmodel`). Pure logic plus
 //! file I/O; no network, no unsafe.
 #![forbid(unsafe_code)]
 
+pub mod bundle;
 pub mod gguf;
 pub mod testmodel;

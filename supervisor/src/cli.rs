@@ -20,6 +20,9 @@ enum Top {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Signed model bundles (made on a workstation, installed from a USB stick).
+    #[command(subcommand)]
+    Bundle(crate::cli_bundle::BundleCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,6 +166,7 @@ pub fn main() -> i32 {
         }
     };
     match cli.command {
+        Top::Bundle(cmd) => crate::cli_bundle::run(cmd),
         Top::Audit(AuditCommand::Review {
             dir,
             since,

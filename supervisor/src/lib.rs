@@ -11,6 +11,7 @@ pub mod audit;
 pub mod auth;
 pub mod chat;
 pub mod cli;
+pub mod cli_bundle;
 pub mod clock;
 pub mod config;
 pub mod confinement_report;

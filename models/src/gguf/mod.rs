@@ -1,8 +1,10 @@
 //! The GGUF container format (version 3): typed metadata key/values, tensor descriptions and
 //! aligned tensor data.
 
+pub mod reader;
 pub mod writer;
 
+pub use reader::{read_header, Header, HeaderError};
 pub use writer::{GgufWriter, Tensor, TensorType, Value};
 
 /// "GGUF" as a little-endian u32.
