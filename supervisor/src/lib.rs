@@ -17,6 +17,7 @@ pub mod config;
 pub mod confinement_report;
 pub mod dev;
 pub mod inference;
+pub mod install;
 pub mod logging;
 pub mod notify;
 pub mod programs;

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod bundles;
 pub mod slapd;
 pub mod web;
 
