@@ -23,4 +23,5 @@ pub mod notify;
 pub mod programs;
 pub mod reaper;
 pub mod store;
+pub mod usb;
 pub mod web;
