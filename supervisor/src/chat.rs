@@ -25,13 +25,34 @@ pub enum ChatError {
     Store(#[source] crate::store::StoreError),
 }
 
+/// The serving model's name as audit records show it; the installer replaces it when a bundle
+/// is activated.
+#[derive(Debug, Clone, Default)]
+pub struct ModelLabel(std::sync::Arc<std::sync::RwLock<String>>);
+
+impl ModelLabel {
+    pub fn new(name: impl Into<String>) -> ModelLabel {
+        ModelLabel(std::sync::Arc::new(std::sync::RwLock::new(name.into())))
+    }
+
+    pub fn get(&self) -> String {
+        self.0.read().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    pub fn set(&self, name: impl Into<String>) {
+        if let Ok(mut m) = self.0.write() {
+            *m = name.into();
+        }
+    }
+}
+
 /// What chats go through: the inference handle and the audit trail.
 #[derive(Debug, Clone)]
 pub struct Chat {
     inference: InferenceHandle,
     audit: AuditLog,
     /// The model's name in audit records.
-    model: String,
+    model: ModelLabel,
     /// Where turns are kept for investigations (none: not kept).
     transcripts: Option<crate::store::Store>,
 }
@@ -49,7 +70,7 @@ impl Chat {
         Chat {
             inference,
             audit,
-            model: model.into(),
+            model: ModelLabel::new(model),
             transcripts: None,
         }
     }
@@ -64,6 +85,11 @@ impl Chat {
         &self.audit
     }
 
+    /// The model name shown in this chat's audit records.
+    pub fn model_label(&self) -> ModelLabel {
+        self.model.clone()
+    }
+
     /// Records the request durably, then starts the generation. `template` names the task in
     /// the transcript.
     pub async fn start(
@@ -75,9 +101,10 @@ impl Chat {
     ) -> Result<ChatStream, ChatError> {
         let text = turn_text(&messages).ok_or(ChatError::NoUserMessage)?;
         let started = self.audit.now();
+        let model = self.model.get();
         let request = Entry::new(Action::ChatRequest)
             .actor(actor)
-            .model(self.model.clone())
+            .model(model.clone())
             .prompt(self.audit.hash_key(), text)
             .detail("messages", messages.len().to_string())
             .detail("max_tokens", sampling.max_tokens.to_string());
@@ -106,7 +133,7 @@ impl Chat {
         let respond = Responder {
             audit: self.audit.clone(),
             actor: actor.clone(),
-            model: self.model.clone(),
+            model,
             request_seq: seq,
             keep,
         };

@@ -35,6 +35,37 @@ pub struct Config {
     pub directory: Option<crate::auth::directory::DirectoryConfig>,
     pub auth: AuthSection,
     pub transcripts: TranscriptsSection,
+    pub bundles: BundlesSection,
+}
+
+/// `[bundles]`: signed model bundles from USB sticks.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BundlesSection {
+    /// The public keys bundles must be signed with. The appliance always uses the image's
+    /// `/usr/share/phibox/trusted-keys`; dev mode defaults to `trusted-keys/` in the data
+    /// directory.
+    pub trusted_keys: Option<PathBuf>,
+    /// Watch for USB sticks (always on in the appliance; off by default in dev mode, where the
+    /// machine's own USB devices are not the box's).
+    pub watch_usb: bool,
+    /// The private directory sticks are mounted in.
+    pub mount_dir: PathBuf,
+    /// Seconds the probe may take to load a new model, and to generate its first tokens.
+    pub probe_load_secs: u64,
+    pub probe_generate_secs: u64,
+}
+
+impl Default for BundlesSection {
+    fn default() -> Self {
+        BundlesSection {
+            trusted_keys: None,
+            watch_usb: false,
+            mount_dir: PathBuf::from("/run/phibox/usb"),
+            probe_load_secs: 300,
+            probe_generate_secs: 120,
+        }
+    }
 }
 
 /// `[transcripts]`: conversations kept for investigations.
@@ -313,6 +344,26 @@ impl Config {
                 format!("must be an absolute path, not {}", m.display()),
             )?;
         }
+        let b = &self.bundles;
+        if let Some(k) = &b.trusted_keys {
+            check(
+                k.is_absolute(),
+                "bundles.trusted_keys",
+                format!("must be an absolute path, not {}", k.display()),
+            )?;
+        }
+        check(
+            b.mount_dir.is_absolute(),
+            "bundles.mount_dir",
+            format!("must be an absolute path, not {}", b.mount_dir.display()),
+        )?;
+        range("bundles.probe_load_secs", b.probe_load_secs, 1, 3600)?;
+        range(
+            "bundles.probe_generate_secs",
+            b.probe_generate_secs,
+            1,
+            3600,
+        )?;
         Ok(())
     }
 }
@@ -429,6 +480,14 @@ role = "privacy_officer"
             (
                 "[worker]\ncontext = 10",
                 "worker.context: must be 0 (automatic) or 64",
+            ),
+            (
+                "[bundles]\ntrusted_keys = \"keys\"",
+                "bundles.trusted_keys: must be an absolute path",
+            ),
+            (
+                "[bundles]\nprobe_load_secs = 0",
+                "bundles.probe_load_secs: must be 1 to 3600, not 0",
             ),
         ];
         for (text, expected) in cases {

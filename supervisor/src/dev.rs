@@ -61,6 +61,8 @@ pub enum DevError {
     Directory(#[from] crate::auth::directory::DirectoryError),
     #[error("the database")]
     Store(#[from] crate::store::StoreError),
+    #[error("model bundles")]
+    Bundles(#[from] crate::install::boot::BootError),
 }
 
 /// Dev mode's local accounts (one per role) and their shared password, in `secrets/`.
@@ -272,6 +274,53 @@ pub async fn run(opts: DevOptions, say: &mut (dyn FnMut(&str) + Send)) -> Result
     Ok(())
 }
 
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The bundle installer, and the USB watcher when configured.
+fn bundles(
+    opts: &DevOptions,
+    say: &mut (dyn FnMut(&str) + Send),
+    store: models::bundle::Store,
+    launch: WorkerLaunch,
+    handle: &inference::InferenceHandle,
+    audit: &AuditLog,
+    chat: &Chat,
+) -> Result<std::sync::Arc<crate::install::Installer>, DevError> {
+    let cfg = &opts.config.bundles;
+    let (keys, dir) = crate::install::boot::trusted_keys(cfg, &opts.data_dir, true)?;
+    if keys.is_empty() {
+        say(&format!(
+            "model bundles: no trusted keys in {}: every bundle will be refused",
+            dir.display()
+        ));
+    } else {
+        let ids: Vec<String> = keys.ids().iter().map(ToString::to_string).collect();
+        say(&format!(
+            "model bundles: trusted key(s) {} from {}",
+            ids.join(", "),
+            dir.display()
+        ));
+    }
+    let mut installer =
+        crate::install::Installer::new(store, keys, launch, handle.clone(), audit.clone());
+    installer.probe.load_timeout = Duration::from_secs(cfg.probe_load_secs);
+    installer.probe.generate_timeout = Duration::from_secs(cfg.probe_generate_secs);
+    installer.label = Some(chat.model_label());
+    let installer = std::sync::Arc::new(installer);
+    if cfg.watch_usb && !opts.check_only {
+        crate::install::boot::watch_usb(cfg, installer.clone(), audit.clone())?;
+        say(&format!(
+            "watching for USB sticks with model bundles (mounted read-only in {})",
+            cfg.mount_dir.display()
+        ));
+    }
+    Ok(installer)
+}
+
 /// Everything after the audit trail is open; returns why it stopped.
 async fn serve(
     opts: &DevOptions,
@@ -280,11 +329,32 @@ async fn serve(
     term: &mut tokio::signal::unix::Signal,
     int: &mut tokio::signal::unix::Signal,
 ) -> Result<String, DevError> {
-    let model = opts
-        .model
-        .clone()
-        .or_else(|| opts.config.worker.model.clone())
-        .ok_or(DevError::NoModel)?;
+    let models = crate::install::boot::open_store(&opts.data_dir)?;
+    let cleaned = [
+        &models.recovery.removed_staging,
+        &models.recovery.removed_versions,
+    ];
+    if cleaned.iter().any(|c| !c.is_empty()) {
+        say(&format!(
+            "model store: removed what an interrupted install left ({})",
+            cleaned
+                .iter()
+                .flat_map(|c| c.iter())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    // An explicit --model wins; then the installed bundle; then the configuration.
+    let (model, model_name) = match (&opts.model, &models.active) {
+        (Some(m), _) => (m.clone(), file_name(m)),
+        (None, Some(active)) => (active.primary(), active.manifest.label()),
+        (None, None) => {
+            let m = opts.config.worker.model.clone().ok_or(DevError::NoModel)?;
+            let name = file_name(&m);
+            (m, name)
+        }
+    };
     std::fs::File::open(&model).map_err(|source| DevError::Model {
         path: model.clone(),
         source,
@@ -311,7 +381,7 @@ async fn serve(
         .map_err(|e| DevError::Worker(sandbox::error_chain::chain(&e)))?
         .root
         .len();
-    let handle = inference::spawn_manager(launch);
+    let handle = inference::spawn_manager(launch.clone());
     tokio::spawn(crate::reaper::run());
     let status = tokio::time::timeout(
         wait,
@@ -367,10 +437,6 @@ async fn serve(
     for line in lines {
         say(&format!("  - {line}"));
     }
-    let model_name = model
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let store = crate::store::Store::open(&opts.data_dir.join(crate::store::FILE))?;
     let chat = Chat::new(handle.clone(), audit.clone(), model_name).with_transcripts(store.clone());
     let reply = match self_test(&chat).await {
@@ -384,6 +450,7 @@ async fn serve(
         "self-test: asked {SELF_TEST_PROMPT:?}; the model answered: {:?}",
         reply.trim()
     ));
+    let installer = bundles(opts, say, models.store, launch, &handle, audit, &chat)?;
     crate::notify::ready();
     if opts.check_only {
         crate::notify::stopping();
@@ -418,6 +485,7 @@ async fn serve(
         store: store.clone(),
         audit_dir: opts.data_dir.join("audit"),
         config: std::sync::Arc::new(opts.config.clone()),
+        installer: Some(installer),
         auth: std::sync::Arc::new(crate::web::Auth {
             accounts: crate::auth::signin::Accounts {
                 local: directory.is_none().then_some(dev_accounts.users),

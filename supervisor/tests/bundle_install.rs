@@ -50,13 +50,13 @@ async fn a_bundle_is_probed_activated_and_served_while_chats_finish_on_the_old_m
     let serving = launch("phibox-worker", &first.join("model.gguf"), settings());
     let h = spawn_manager(serving.clone());
     let old_pid = pid(&h).await;
-    let installer = Installer::new(
+    let installer = std::sync::Arc::new(Installer::new(
         store.clone(),
         s.trusted.clone(),
         serving,
         h.clone(),
         audit.clone(),
-    );
+    ));
     let outcome = installer.install(&first, &origin()).await.unwrap();
     assert!(matches!(outcome, Outcome::Installed { ref label, .. } if label == "tiny@1"));
     let p1 = pid(&h).await;
@@ -135,6 +135,45 @@ async fn a_bundle_is_probed_activated_and_served_while_chats_finish_on_the_old_m
     assert_eq!(
         bundle_records[2].detail.get("signer"),
         Some(&s.id.to_string())
+    );
+
+    // The administrator's page shows the model, the trusted key and the last outcome.
+    let web_data = t.path().join("web");
+    std::fs::create_dir_all(&web_data).unwrap();
+    let hash = supervisor::auth::local::hash_password("pw-for-tests").unwrap();
+    let users = supervisor::auth::local::LocalUsers::new(
+        vec![supervisor::auth::local::LocalUser {
+            id: "adam".into(),
+            name: "Adam Admin".into(),
+            department: None,
+            role: supervisor::auth::Role::Admin,
+            password_hash: hash,
+        }],
+        false,
+    )
+    .unwrap();
+    let mut state = support::web::state(
+        &web_data,
+        users,
+        std::sync::Arc::new(supervisor::clock::SystemClock),
+    );
+    state.installer = Some(installer.clone());
+    let server = support::web::serve_app(&web_data, state).await;
+    let a = server.https;
+    let (cookie, _) = support::web::signed_in(a, &web_data, "adam", "pw-for-tests", "/").await;
+    let page =
+        support::web::browser(a, &web_data, "GET", "/admin", Some(&cookie), None, false).await;
+    assert!(
+        page.body
+            .contains("Serving <strong>tiny</strong> version v2 (sequence 2)"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(&s.id.to_string()));
+    assert!(
+        page.body.contains("Refused (rollback)") && page.body.contains("you can remove the stick"),
+        "{}",
+        page.body
     );
     h.shutdown().await;
 }

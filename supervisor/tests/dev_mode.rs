@@ -283,3 +283,72 @@ fn the_worker_dies_with_a_killed_supervisor() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn an_installed_bundle_is_what_phiboxd_serves() {
+    require_root();
+    ensure_helpers();
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // A key in dev mode's trusted-keys directory and a bundle installed into the store.
+    let keys = data.join("trusted-keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let pw = models::bundle::keys::Password::Unencrypted;
+    let id = models::bundle::keys::keygen(&t.path().join("clinic"), pw.clone()).unwrap();
+    std::fs::copy(t.path().join("clinic.pub"), keys.join("clinic.pub")).unwrap();
+    let (_, sk) = models::bundle::keys::read_secret_key(&t.path().join("clinic.key"), pw).unwrap();
+    let bundle = t.path().join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    model(&bundle);
+    let opts = models::bundle::CreateOptions {
+        name: "tiny".into(),
+        version: "1.0".into(),
+        sequence: 1,
+        signer: id,
+        files: vec![],
+    };
+    models::bundle::create(&bundle, &opts).unwrap();
+    models::bundle::sign(&bundle, &sk, id).unwrap();
+    let (store, _) = models::bundle::Store::open(&data.join("models")).unwrap();
+    let trusted = models::bundle::TrustedKeys::load_dir(&keys).unwrap();
+    match models::bundle::prepare(&store, &trusted, &bundle, &mut models::bundle::Quiet).unwrap() {
+        models::bundle::Prepared::Staged(s) => {
+            s.activate(&store, &mut models::bundle::Quiet).unwrap();
+        }
+        other => panic!("{other:?}"),
+    }
+    // What a power cut in the middle of the next install would leave.
+    std::fs::create_dir_all(data.join("models/staging/install-stale")).unwrap();
+    let out = Command::new(PHIBOXD)
+        .args(["--dev", "--check", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "model store: removed what an interrupted install left (install-stale)".to_owned(),
+        format!("model bundles: trusted key(s) {id} from {}", keys.display()),
+        format!(
+            "model {}",
+            data.join("models/versions/tiny@1/tiny.gguf").display()
+        ),
+    ] {
+        assert!(
+            stdout.contains(&expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    let trail = std::fs::read_dir(data.join("audit"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect::<String>();
+    assert!(trail.contains("\"model\":\"tiny@1\""), "{trail}");
+}

@@ -455,6 +455,7 @@ async fn main() -> Result<()> {
         store,
         audit_dir: data.join("audit"),
         config: Arc::new(supervisor::config::Config::default()),
+        installer: None,
         auth: Arc::new(supervisor::web::Auth {
             accounts: Accounts {
                 local: Some(LocalUsers::new(users, false)?),

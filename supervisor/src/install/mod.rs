@@ -4,6 +4,7 @@
 //! old model), and the old version is removed once the new one serves. Every outcome goes into
 //! the audit trail with its reason; progress goes to the journal and the admin page.
 
+pub mod boot;
 pub mod probe;
 pub mod progress;
 
@@ -96,6 +97,8 @@ pub struct Installer {
     running: Mutex<()>,
     /// Called at every checkpoint (tests stop the process there).
     pub hook: Option<Hook>,
+    /// The model name chats record; set to the new version once it serves.
+    pub label: Option<crate::chat::ModelLabel>,
 }
 
 impl std::fmt::Debug for Installer {
@@ -154,12 +157,21 @@ impl Installer {
             progress: watch::channel(Progress::default()).0,
             running: Mutex::new(()),
             hook: None,
+            label: None,
         }
     }
 
     /// The current install's progress (the admin page).
     pub fn progress(&self) -> watch::Receiver<Progress> {
         self.progress.subscribe()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn trusted_keys(&self) -> &TrustedKeys {
+        &self.keys
     }
 
     fn checkpoint(&self, c: Checkpoint) {
@@ -321,6 +333,9 @@ impl Installer {
             .change_model(installed.primary())
             .await
             .map_err(|e| with_label(Refusal::Switch(e.to_string())))?;
+        if let Some(l) = &self.label {
+            l.set(&label);
+        }
         self.checkpoint(Checkpoint::Switched);
         let store = self.store.clone();
         let removed = tokio::task::spawn_blocking(move || store.remove_inactive())

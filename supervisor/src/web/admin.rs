@@ -51,6 +51,7 @@ pub async fn admin_page(
         })
         .collect();
     let banner = break_glass_banner(&state, &s).await;
+    let model = super::model_status::section(&state);
     signed_in_page(
         &state,
         &s,
@@ -59,7 +60,8 @@ pub async fn admin_page(
             r#"{banner}<h1>Administration</h1>
 <h2>Signed-in users</h2>
 <table class="report" id="sessions"><thead><tr><th>User</th><th>Name</th><th>Role</th><th>Department</th><th>Signed in (UTC)</th><th>Last activity</th><th>Address</th><th>Session</th><th></th></tr></thead><tbody>{rows}</tbody></table>
-<p>Ending a session signs the user out at once; their open page locks itself at its next check.</p>"#
+<p>Ending a session signs the user out at once; their open page locks itself at its next check.</p>
+{model}"#
         ),
     )
     .into_response()

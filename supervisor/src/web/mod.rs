@@ -8,6 +8,7 @@ pub mod chat;
 pub mod conversations;
 pub mod headers;
 pub mod investigate;
+pub mod model_status;
 pub mod oversight;
 pub mod pages;
 pub mod redirect;
@@ -50,6 +51,8 @@ pub struct WebState {
     pub audit_dir: std::path::PathBuf,
     /// The running configuration (the compliance page shows it).
     pub config: Arc<crate::config::Config>,
+    /// Model bundle installs (the admin page shows their progress).
+    pub installer: Option<Arc<crate::install::Installer>>,
 }
 
 /// The default answer limit: about a page.

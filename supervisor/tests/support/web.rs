@@ -182,6 +182,7 @@ pub fn state_idle(
         store: supervisor::store::Store::open(&data.join(supervisor::store::FILE)).unwrap(),
         audit_dir: data.join("audit"),
         config: Arc::new(supervisor::config::Config::default()),
+        installer: None,
         auth: Arc::new(supervisor::web::Auth {
             accounts,
             sessions: supervisor::auth::session::Sessions::new(clock.clone(), idle),
