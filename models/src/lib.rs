@@ -5,5 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bundle;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gguf;
 pub mod testmodel;

@@ -217,6 +217,42 @@ pub fn write_llama(cfg: &LlamaConfig, path: &Path) -> io::Result<()> {
     llama(cfg).write_to(&mut f)
 }
 
+/// The file name of shard `no` (0-based) of `count`, as llama.cpp's gguf-split names it.
+pub fn split_name(prefix: &str, no: usize, count: usize) -> String {
+    format!("{prefix}-{:05}-of-{count:05}.gguf", no + 1)
+}
+
+/// Writes the model split into `count` shards in `dir` (as llama.cpp's gguf-split does: every
+/// shard carries `split.no`, `split.count` and `split.tensors.count`, the first also all other
+/// metadata; the tensors are divided in order). Returns the shards' paths, first first.
+pub fn write_llama_split(
+    cfg: &LlamaConfig,
+    dir: &Path,
+    prefix: &str,
+    count: usize,
+) -> io::Result<Vec<std::path::PathBuf>> {
+    let whole = llama(cfg);
+    let total = whole.tensors.len();
+    let per = total.div_ceil(count);
+    let mut paths = Vec::new();
+    for (no, tensors) in whole.tensors.chunks(per).enumerate() {
+        let mut w = GgufWriter::default();
+        if no == 0 {
+            w.metadata = whole.metadata.clone();
+        }
+        w.meta("split.no", Value::U16(no as u16))
+            .meta("split.count", Value::U16(count as u16))
+            .meta("split.tensors.count", Value::I32(total as i32));
+        w.tensors = tensors.to_vec();
+        let path = dir.join(split_name(prefix, no, count));
+        let mut f = io::BufWriter::new(std::fs::File::create(&path)?);
+        w.write_to(&mut f)?;
+        paths.push(path);
+    }
+    assert_eq!(paths.len(), count, "more shards than tensors");
+    Ok(paths)
+}
+
 /// Ways to break a model file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hostile {

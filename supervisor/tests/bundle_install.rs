@@ -191,7 +191,13 @@ async fn a_model_that_crashes_the_loader_or_never_answers_fails_the_probe() {
     let serving = launch("phibox-worker", &good.join("model.gguf"), settings());
     let h = spawn_manager(serving.clone());
     pid(&h).await;
-    let mut installer = Installer::new(store.clone(), s.trusted.clone(), serving, h.clone(), audit);
+    let mut installer = Installer::new(
+        store.clone(),
+        s.trusted.clone(),
+        serving,
+        h.clone(),
+        audit.clone(),
+    );
     installer.install(&good, &origin()).await.unwrap();
     let serving_pid = pid(&h).await;
 
@@ -217,6 +223,33 @@ async fn a_model_that_crashes_the_loader_or_never_answers_fails_the_probe() {
     assert_eq!(e.reason(), "probe_failed", "{e}");
     assert!(e.to_string().contains("within"), "{e}");
 
+    // A loader that never finishes (a stand-in worker that never reports ready): the probe
+    // gives up after its deadline.
+    let hang = s.bundle(&t.path().join("stick/hang"), "tiny", 4, &tiny(4));
+    installer.probe.generate_timeout = Duration::from_secs(30);
+    installer.probe.load_timeout = Duration::from_secs(2);
+    let mut stalling = launch("phibox-sandbox-probe", &good.join("model.gguf"), settings());
+    stalling.extra_args = vec!["stall".into()];
+    let mut hanging_installer = Installer::new(
+        store.clone(),
+        s.trusted.clone(),
+        stalling,
+        h.clone(),
+        audit.clone(),
+    );
+    hanging_installer.probe = installer.probe.clone();
+    let started = std::time::Instant::now();
+    let e = hanging_installer
+        .install(&hang, &origin())
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason(), "probe_failed", "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+
     // The old model served throughout and still does; nothing was left in staging.
     assert_eq!(pid(&h).await, serving_pid);
     assert_eq!(
@@ -238,6 +271,47 @@ async fn a_model_that_crashes_the_loader_or_never_answers_fails_the_probe() {
         .filter(|r| r.action == Action::BundleRejected)
         .map(|r| r.detail.get("reason").cloned().unwrap_or_default())
         .collect();
-    assert_eq!(reasons, ["probe_failed", "probe_failed"]);
+    assert_eq!(reasons, ["probe_failed", "probe_failed", "probe_failed"]);
     h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_model_split_into_shards_is_installed_and_served_whole() {
+    require_root();
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let s = signer(t.path());
+    let first = s.bundle(&t.path().join("stick/first"), "tiny", 1, &tiny(1));
+    // The same model as one file and as three shards: greedy answers must be identical.
+    let whole = t.path().join("whole.gguf");
+    models::testmodel::write_llama(&tiny(5), &whole).unwrap();
+    let split = t.path().join("stick/split");
+    std::fs::create_dir_all(&split).unwrap();
+    let shards = models::testmodel::write_llama_split(&tiny(5), &split, "tiny", 3).unwrap();
+    assert_eq!(shards.len(), 3);
+    s.seal(&split, "tiny", 2);
+    let m = models::bundle::Manifest::parse(&std::fs::read(split.join("manifest.toml")).unwrap())
+        .unwrap();
+    assert_eq!(m.files.len(), 3);
+    assert_eq!(m.model.parameters, tiny(5).parameters());
+
+    let (store, _) = Store::open(&data.join("models")).unwrap();
+    let audit = audit_log(&data);
+    let serving = launch("phibox-worker", &first.join("model.gguf"), settings());
+    let h = spawn_manager(serving.clone());
+    pid(&h).await;
+    let installer = Installer::new(store.clone(), s.trusted.clone(), serving, h.clone(), audit);
+    installer.install(&split, &origin()).await.unwrap();
+    let active = store.check_active().unwrap().unwrap();
+    assert!(active.primary().ends_with("tiny-00001-of-00003.gguf"));
+    let (from_shards, _) = support::complete(&h, "compare", fixed(24)).await;
+    h.shutdown().await;
+
+    let reference = spawn_manager(launch("phibox-worker", &whole, settings()));
+    pid(&reference).await;
+    let (from_whole, _) = support::complete(&reference, "compare", fixed(24)).await;
+    reference.shutdown().await;
+    assert!(!from_whole.is_empty());
+    assert_eq!(from_shards, from_whole, "the shards are the whole model");
 }

@@ -396,3 +396,120 @@ async fn a_bundle_on_a_real_ext4_stick_is_mounted_read_only_installed_and_unmoun
     );
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_stick_present_at_start_is_found_by_the_start_up_scan() {
+    let t = tempfile::tempdir().unwrap();
+    let sys = t.path().join("sys");
+    let data = t.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    fake::sata_disk(&sys, "sda");
+    fake::usb_stick(&sys, "2-1", "08", "sdb", "SER-BOOT");
+    let contents = t.path().join("contents");
+    std::fs::create_dir_all(contents.join("bundle")).unwrap();
+    std::fs::write(contents.join("bundle/manifest.toml"), "x").unwrap();
+    let dev = t.path().join("dev");
+    let mut mounter = FakeMounter::default();
+    mounter.content.insert(dev.join("sdb1"), contents.clone());
+    mounter.content.insert(dev.join("sda1"), contents);
+    let mounter = Arc::new(mounter);
+    let sink = Arc::new(FakeSink::default());
+    let watcher = UsbWatcher::new(
+        Sysfs::new(&sys),
+        mounter.clone(),
+        dev,
+        t.path().join("run/usb"),
+        sink.clone(),
+        support::audit_log(&data),
+    )
+    .unwrap();
+    for task in watcher.coldplug().await {
+        task.await.unwrap();
+    }
+    let calls = mounter.calls.lock().unwrap().clone();
+    assert!(calls.iter().all(|c| !c.contains("sda")), "{calls:?}");
+    assert_eq!(sink.got.lock().unwrap().len(), 1);
+    assert_eq!(sink.got.lock().unwrap()[0].1.serial, "SER-BOOT");
+}
+
+/// Holds the install until released, so the stick can be pulled in the middle of it.
+struct BlockingSink {
+    started: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+impl BundleSink for BlockingSink {
+    fn install<'a>(
+        &'a self,
+        _dir: &'a Path,
+        _origin: &'a Origin,
+    ) -> Pin<Box<dyn Future<Output = Result<Outcome, Refusal>> + Send + 'a>> {
+        Box::pin(async move {
+            self.started.notify_one();
+            self.release.notified().await;
+            Err(Refusal::Task)
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_stick_pulled_during_an_install_is_detached_at_once_and_recorded() {
+    let t = tempfile::tempdir().unwrap();
+    let sys = t.path().join("sys");
+    let data = t.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let part = fake::usb_stick(&sys, "2-1", "08", "sdb", "SER-PULLED");
+    let contents = t.path().join("contents");
+    std::fs::create_dir_all(contents.join("bundle")).unwrap();
+    std::fs::write(contents.join("bundle/manifest.toml"), "x").unwrap();
+    let dev = t.path().join("dev");
+    let mut mounter = FakeMounter::default();
+    mounter.content.insert(dev.join("sdb1"), contents);
+    let mounter = Arc::new(mounter);
+    let sink = Arc::new(BlockingSink {
+        started: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+    });
+    let watcher = UsbWatcher::new(
+        Sysfs::new(&sys),
+        mounter.clone(),
+        dev,
+        t.path().join("run/usb"),
+        sink.clone(),
+        support::audit_log(&data),
+    )
+    .unwrap();
+    let task = watcher
+        .handle(&event(UeventAction::Add, &part, "partition"))
+        .await
+        .unwrap();
+    sink.started.notified().await;
+    // A second add event for the same partition while it is being read does nothing.
+    assert!(watcher
+        .handle(&event(UeventAction::Add, &part, "partition"))
+        .await
+        .is_none());
+    watcher
+        .handle(&event(UeventAction::Remove, &part, "partition"))
+        .await;
+    watcher
+        .handle(&event(UeventAction::Remove, &parent(&part), "disk"))
+        .await;
+    {
+        let calls = mounter.calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert!(
+            calls[1].starts_with("unmount") && calls[1].ends_with("detach=true"),
+            "{calls:?}"
+        );
+    }
+    sink.release.notify_one();
+    task.await.unwrap();
+    assert_eq!(mounter.calls.lock().unwrap().len(), 2, "no second unmount");
+    let actions: Vec<_> = support::audit_records(&data)
+        .iter()
+        .filter(|r| r.detail.get("serial").map(String::as_str) == Some("SER-PULLED"))
+        .map(|r| r.action)
+        .collect();
+    assert_eq!(actions, [Action::UsbInserted, Action::UsbRemoved]);
+}

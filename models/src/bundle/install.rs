@@ -347,7 +347,7 @@ enum CopyFailure {
 fn copy_entry(
     dir: &BundleDir,
     entry: &super::manifest::FileEntry,
-    dst: &mut dyn std::io::Write,
+    dst: &mut (dyn std::io::Write + Send),
     progress: &mut dyn FnMut(u64),
 ) -> Result<(), CopyFailure> {
     let path = || entry.path.clone();

@@ -89,6 +89,8 @@ pub enum ManifestError {
     Digest(String),
     #[error("the model facts are incomplete")]
     Facts,
+    #[error("file {0:?} is not named as shard {1} of {2} (PREFIX-{1:05}-of-{2:05}.gguf, as gguf-split names them)")]
+    ShardName(String, usize, usize),
 }
 
 fn is_label_char(c: char) -> bool {
@@ -173,6 +175,17 @@ impl Manifest {
             }
             if !valid_digest(&file.sha256) {
                 return Err(ManifestError::Digest(file.path.clone()));
+            }
+        }
+        // Several files are the shards of one model, which llama.cpp finds by these names.
+        let count = self.files.len();
+        if count > 1 {
+            let prefix = crate::gguf::split_file_name(&self.files[0].path).map(|(p, ..)| p);
+            for (i, file) in self.files.iter().enumerate() {
+                match crate::gguf::split_file_name(&file.path) {
+                    Some((p, no, n)) if Some(p) == prefix && no == i + 1 && n == count => {}
+                    _ => return Err(ManifestError::ShardName(file.path.clone(), i + 1, count)),
+                }
             }
         }
         Ok(())

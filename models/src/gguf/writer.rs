@@ -11,6 +11,7 @@ use super::{ALIGNMENT, MAGIC, VERSION};
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    U16(u16),
     U32(u32),
     I32(i32),
     F32(f32),
@@ -21,6 +22,7 @@ pub enum Value {
     ArrI32(Vec<i32>),
 }
 
+const T_U16: u32 = 2;
 const T_U32: u32 = 4;
 const T_I32: u32 = 5;
 const T_F32: u32 = 6;
@@ -99,6 +101,10 @@ fn string(out: &mut Vec<u8>, s: &str) {
 fn value(out: &mut Vec<u8>, v: &Value) {
     let u32le = |out: &mut Vec<u8>, x: u32| out.extend_from_slice(&x.to_le_bytes());
     match v {
+        Value::U16(x) => {
+            u32le(out, T_U16);
+            out.extend_from_slice(&x.to_le_bytes());
+        }
         Value::U32(x) => {
             u32le(out, T_U32);
             u32le(out, *x);

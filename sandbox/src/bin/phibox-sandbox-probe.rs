@@ -151,6 +151,12 @@ fn main() {
     if args.iter().any(|a| a == "misbehave") {
         std::process::exit(misbehave(&control));
     }
+    // `stall`: a loader that never finishes (never says it is ready, never exits).
+    if args.iter().any(|a| a == "stall") {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
     let code = match args.get(1).map(String::as_str) {
         Some("serve") => serve(
             &control,
@@ -165,7 +171,9 @@ fn main() {
             0
         }
         _ => {
-            eprintln!("usage: phibox-sandbox-probe serve [MODEL] | misbehave | escape NAME [ARG]");
+            eprintln!(
+                "usage: phibox-sandbox-probe serve [MODEL] | misbehave | stall | escape NAME [ARG]"
+            );
             5
         }
     };

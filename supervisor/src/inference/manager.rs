@@ -3,7 +3,7 @@
 //! incarnations the back-off waits while still answering callers.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -37,14 +37,36 @@ pub struct WorkerLaunch {
     pub audit: Option<AuditLog>,
 }
 
+/// The model's files and where each appears inside the sandbox: the file itself as
+/// [`MODEL_INSIDE`], or, when it is the first shard of a split model
+/// (`PREFIX-00001-of-0000N.gguf`), every shard beside it under canonical shard names, which is
+/// how llama.cpp finds the others from the first.
+pub fn model_files(model: &Path) -> Vec<(PathBuf, PathBuf)> {
+    let name = model
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match models::gguf::split_file_name(&name) {
+        Some((prefix, 1, count)) if count > 1 => (1..=count)
+            .map(|no| {
+                let host = model.with_file_name(format!("{prefix}-{no:05}-of-{count:05}.gguf"));
+                let inside = PathBuf::from(format!("/model/model-{no:05}-of-{count:05}.gguf"));
+                (host, inside)
+            })
+            .collect(),
+        _ => vec![(model.to_owned(), PathBuf::from(MODEL_INSIDE))],
+    }
+}
+
 impl WorkerLaunch {
     /// The sandbox request for this worker.
     pub fn spec(&self) -> SandboxSpec {
         let s = &self.settings;
         let mut spec = SandboxSpec::new(&self.program, s.uid, s.gid);
+        let files = model_files(&self.model);
         spec.args = vec![
             "--model".into(),
-            MODEL_INSIDE.into(),
+            files[0].1.display().to_string(),
             "--slots".into(),
             s.slots.to_string(),
             "--context".into(),
@@ -57,10 +79,9 @@ impl WorkerLaunch {
             s.queue.to_string(),
         ];
         spec.args.extend(self.extra_args.iter().cloned());
-        spec.data_files.push(DataFile {
-            source: self.model.clone(),
-            path: MODEL_INSIDE.into(),
-        });
+        for (source, path) in files {
+            spec.data_files.push(DataFile { source, path });
+        }
         spec.host_files = HOST_FILES
             .iter()
             .map(PathBuf::from)

@@ -138,6 +138,20 @@ pub mod fake {
         }
     }
 
+    /// Lists block device `devpath` in `class/block` with its `uevent` file, as the kernel does.
+    pub fn class_block(root: &Path, devpath: &str, devtype: &str) {
+        let dir = root.join(devpath.trim_start_matches('/'));
+        let name = devpath.rsplit('/').next().unwrap();
+        std::fs::write(
+            dir.join("uevent"),
+            format!("MAJOR=8\nMINOR=0\nDEVNAME={name}\nDEVTYPE={devtype}\n"),
+        )
+        .unwrap();
+        let class = root.join("class/block");
+        std::fs::create_dir_all(&class).unwrap();
+        let _ = std::os::unix::fs::symlink(format!("../..{devpath}"), class.join(name));
+    }
+
     /// A USB stick on `port` (e.g. `2-1`) with interface class `class`, whose disk is `disk`;
     /// returns the devpath of its first partition.
     pub fn usb_stick(root: &Path, port: &str, class: &str, disk: &str, serial: &str) -> String {
@@ -160,6 +174,8 @@ pub mod fake {
         device(root, &disk_path, "block", &[]);
         let part = format!("{disk_path}/{disk}1");
         device(root, &part, "block", &[]);
+        class_block(root, &disk_path, "disk");
+        class_block(root, &part, "partition");
         part
     }
 
@@ -176,6 +192,8 @@ pub mod fake {
         device(root, &disk_path, "block", &[]);
         let part = format!("{disk_path}/{disk}1");
         device(root, &part, "block", &[]);
+        class_block(root, &disk_path, "disk");
+        class_block(root, &part, "partition");
         part
     }
 }

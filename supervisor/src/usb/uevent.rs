@@ -84,6 +84,17 @@ pub fn parse(msg: &[u8]) -> Option<Uevent> {
     Some(ev)
 }
 
+/// What the `usb_uevent` fuzz target runs: the parser never panics, and what it accepts
+/// names a device node directly in /dev and a path below /sys/devices.
+#[doc(hidden)]
+pub fn fuzz_check(msg: &[u8]) {
+    if let Some(ev) = parse(msg) {
+        assert!(!ev.devname.is_empty() && !ev.devname.contains('/') && ev.devname != "..");
+        assert!(ev.devpath.starts_with("/devices/") && !ev.devpath.contains("/../"));
+        assert_eq!(ev.subsystem, "block");
+    }
+}
+
 /// The kernel's uevent socket.
 #[derive(Debug)]
 pub struct UeventSocket {

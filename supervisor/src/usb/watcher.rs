@@ -64,6 +64,8 @@ struct State {
     sticks: HashMap<String, (UsbStick, BTreeSet<String>)>,
     /// Mounted partitions: device name → mount point.
     mounted: HashMap<String, PathBuf>,
+    /// Devices being mounted or read (a repeated add event for one is ignored).
+    busy: BTreeSet<String>,
 }
 
 /// The watcher.
@@ -129,6 +131,7 @@ impl UsbWatcher {
             state: Arc::new(Mutex::new(State {
                 sticks: HashMap::new(),
                 mounted: HashMap::new(),
+                busy: BTreeSet::new(),
             })),
         })
     }
@@ -186,10 +189,15 @@ impl UsbWatcher {
             tracing::warn!(device = %ev.devname, class = ?class, "USB device is not mass storage: not mounted");
             return None;
         }
+        if !self.state.lock().await.busy.insert(ev.devname.clone()) {
+            tracing::debug!(device = %ev.devname, "already being read");
+            return None;
+        }
         let watcher = self.clone_parts();
         let ev = ev.clone();
         Some(tokio::spawn(async move {
-            watcher.mount_and_install(&ev, &stick).await
+            watcher.mount_and_install(&ev, &stick).await;
+            watcher.state.lock().await.busy.remove(&ev.devname);
         }))
     }
 
@@ -312,8 +320,49 @@ impl UsbWatcher {
         }
     }
 
+    /// Block devices present before phiboxd started (a stick inserted before boot), read from
+    /// `class/block/*/uevent` and handled as add events, disks before their partitions.
+    pub async fn coldplug(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let class = self.sysfs.root().join("class/block");
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&class).into_iter().flatten().flatten() {
+            let Ok(link) = std::fs::read_link(entry.path()) else {
+                continue;
+            };
+            let link = link.to_string_lossy().into_owned();
+            let Some(at) = link.find("/devices/") else {
+                continue;
+            };
+            let devpath = link[at..].to_owned();
+            let Ok(uevent) = std::fs::read_to_string(entry.path().join("uevent")) else {
+                continue;
+            };
+            // Through the same parser as a kernel message, so the same checks apply.
+            let mut msg =
+                format!("add@{devpath}\0ACTION=add\0DEVPATH={devpath}\0SUBSYSTEM=block\0");
+            for line in uevent.lines() {
+                msg.push_str(line);
+                msg.push('\0');
+            }
+            if let Some(ev) = super::uevent::parse(msg.as_bytes()) {
+                found.push(ev);
+            }
+        }
+        found.sort_by_key(|ev| (ev.devpath.len(), ev.devpath.clone()));
+        let mut tasks = Vec::new();
+        for ev in &found {
+            if let Some(t) = self.handle(ev).await {
+                tasks.push(t);
+            }
+        }
+        tasks
+    }
+
     /// Reads uevents until the socket fails.
     pub async fn run(self, socket: super::uevent::UeventSocket) -> std::io::Result<()> {
+        // Subscribed first, then the scan: a stick inserted in between is seen at least once
+        // (a second add for the same partition finds it mounted or the install busy).
+        let _ = self.coldplug().await;
         loop {
             let ev = socket.next().await?;
             let _ = self.handle(&ev).await;
